@@ -1,0 +1,419 @@
+"""Typed configuration: YAML files and `key.path=value` overrides into validated dataclasses.
+
+Unknown keys are errors that name the closest valid key; values are type-checked; impossible values
+are rejected by `Config.validate()` before any data is read or any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration mistake the user can fix; the message says what and where."""
+
+
+@dataclass
+class CorpusConfig:
+    """Where one split of a corpus comes from.
+
+    format: `text` (two aligned files `src`/`tgt`, or one file `path` for monolingual data),
+    `tsv` (`path`, columns `src_column`/`tgt_column`), `hf` (`datasets`: hub `name` + `config`,
+    or a local builder `name` in json/csv/parquet/text with `data_files`).
+    """
+
+    format: str = "text"
+    src: Optional[str] = None
+    tgt: Optional[str] = None
+    path: Optional[str] = None
+    src_column: int = 0
+    tgt_column: int = 1
+    name: Optional[str] = None
+    config: Optional[str] = None
+    split: str = "train"
+    data_files: Optional[str] = None
+    src_field: Optional[str] = None
+    tgt_field: Optional[str] = None
+    limit: Optional[int] = None
+
+
+@dataclass
+class DataConfig:
+    train: CorpusConfig = field(default_factory=CorpusConfig)
+    valid: Optional[CorpusConfig] = None
+    src_lang: str = "en"
+    tgt_lang: str = "fr"
+    max_len: int = 128          # pairs with more pieces on either side are dropped from training
+    min_len: int = 1
+    max_ratio: float = 3.0      # pairs whose length ratio exceeds this are dropped from training
+    strict: bool = False        # True: empty lines are an error instead of being skipped and counted
+    valid_max_sentences: int = 0  # 0 = the whole validation set for BLEU
+
+
+@dataclass
+class TokenizerConfig:
+    type: str = "unigram"       # unigram | bpe (SentencePiece)
+    vocab_size: int = 8000
+    joint: bool = True          # one model for both languages (needed for shared embeddings)
+    character_coverage: float = 1.0
+
+
+@dataclass
+class EncoderConfig:
+    type: str = "transformer"   # transformer | rnn
+    layers: int = 3
+    hidden: int = 256           # d_model (Transformer) or hidden size per direction (RNN)
+    embed_dim: int = 0          # 0 = hidden (Transformer) / hidden (RNN)
+    heads: int = 4
+    ffn: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    positions: str = "sinusoidal"  # sinusoidal | learned
+    code: str = "mean"          # Transformer fixed code: mean | token
+    cell: str = "lstm"          # lstm | gru
+    bidirectional: bool = True
+    reverse_source: bool = False
+
+
+@dataclass
+class DecoderConfig:
+    type: str = "transformer"   # transformer | rnn
+    layers: int = 3
+    hidden: int = 256
+    embed_dim: int = 0          # 0 = hidden
+    heads: int = 4
+    ffn: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    positions: str = "sinusoidal"
+    cell: str = "lstm"
+    attention: str = "bahdanau"  # RNN: bahdanau | dot | general | none (fixed code only)
+    input_feeding: bool = True
+    feed_code: bool = False     # RNN without attention: feed the code at every step (Cho et al. 2014)
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    share_embeddings: bool = True   # one embedding table for source and target (joint vocabulary)
+    tie_output: bool = True         # target embedding = output projection (Press & Wolf 2017)
+    max_positions: int = 1024
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adamw"    # adam | adamw
+    lr: float = 2e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant
+    warmup: int = 100
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_lr: float = 1e-6
+    max_tokens: int = 4096      # padded tokens per batch (per process)
+    max_sentences: int = 0      # 0 = no limit
+    accum: int = 1              # gradient accumulation steps
+    clip: float = 1.0           # gradient norm clipping; 0 = off
+    label_smoothing: float = 0.1
+    max_steps: int = 0          # 0 = no limit
+    max_epochs: int = 0         # 0 = no limit
+    max_minutes: float = 0.0    # wall-clock budget; 0 = no limit
+    valid_every: int = 500      # steps between validations (and checkpoints)
+    valid_bleu: bool = True
+    valid_beam: int = 1         # 1 = greedy
+    early_stop_metric: str = "bleu"  # bleu | loss
+    patience: int = 0           # validations without improvement before stopping; 0 = off
+    keep_last: int = 2
+    seed: int = 1
+    precision: str = "fp32"     # fp32 | bf16 | fp16 (autocast; bf16/fp16 need CUDA for speed)
+    device: str = "auto"        # auto | cpu | cuda | cuda:N
+    threads: int = 0            # torch intra-op threads on CPU; 0 = torch default
+    log_every: int = 50
+    pad_to_multiple: int = 1
+    max_bad_steps: int = 20     # consecutive non-finite losses before training stops
+
+
+@dataclass
+class SearchConfig:
+    beam: int = 5
+    length_penalty: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    min_len: int = 0
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    out_dir: str = "runs/experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def validate(self) -> None:
+        """Reject impossible values and incompatible choices before any work starts."""
+        _check_choice("model.encoder.type", self.model.encoder.type, ("transformer", "rnn"))
+        _check_choice("model.decoder.type", self.model.decoder.type, ("transformer", "rnn"))
+        _check_choice("model.encoder.cell", self.model.encoder.cell, ("lstm", "gru"))
+        _check_choice("model.decoder.cell", self.model.decoder.cell, ("lstm", "gru"))
+        _check_choice("model.decoder.attention", self.model.decoder.attention,
+                      ("bahdanau", "dot", "general", "none"))
+        _check_choice("model.encoder.positions", self.model.encoder.positions, ("sinusoidal", "learned"))
+        _check_choice("model.decoder.positions", self.model.decoder.positions, ("sinusoidal", "learned"))
+        _check_choice("model.encoder.code", self.model.encoder.code, ("mean", "token"))
+        _check_choice("tokenizer.type", self.tokenizer.type, ("unigram", "bpe"))
+        _check_choice("train.optimizer", self.train.optimizer, ("adam", "adamw"))
+        _check_choice("train.schedule", self.train.schedule, ("noam", "plateau", "constant"))
+        _check_choice("train.precision", self.train.precision, ("fp32", "bf16", "fp16"))
+        _check_choice("train.early_stop_metric", self.train.early_stop_metric, ("bleu", "loss"))
+        for name, corpus in (("data.train", self.data.train), ("data.valid", self.data.valid)):
+            if corpus is not None:
+                _check_choice(f"{name}.format", corpus.format, ("text", "tsv", "hf"))
+        positive = {
+            "tokenizer.vocab_size": self.tokenizer.vocab_size,
+            "model.encoder.layers": self.model.encoder.layers,
+            "model.encoder.hidden": self.model.encoder.hidden,
+            "model.decoder.layers": self.model.decoder.layers,
+            "model.decoder.hidden": self.model.decoder.hidden,
+            "model.max_positions": self.model.max_positions,
+            "train.max_tokens": self.train.max_tokens,
+            "train.accum": self.train.accum,
+            "train.valid_every": self.train.valid_every,
+            "train.log_every": self.train.log_every,
+            "train.pad_to_multiple": self.train.pad_to_multiple,
+            "search.beam": self.search.beam,
+            "search.batch_size": self.search.batch_size,
+            "data.max_len": self.data.max_len,
+            "train.max_bad_steps": self.train.max_bad_steps,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        nonneg = {
+            "train.lr": self.train.lr, "train.warmup": self.train.warmup, "train.clip": self.train.clip,
+            "train.max_steps": self.train.max_steps, "train.max_epochs": self.train.max_epochs,
+            "train.max_minutes": self.train.max_minutes, "train.patience": self.train.patience,
+            "train.keep_last": self.train.keep_last, "train.max_sentences": self.train.max_sentences,
+            "model.encoder.embed_dim": self.model.encoder.embed_dim,
+            "model.decoder.embed_dim": self.model.decoder.embed_dim,
+            "search.min_len": self.search.min_len, "data.valid_max_sentences": self.data.valid_max_sentences,
+        }
+        for name, value in nonneg.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        for name, p in (("model.encoder.dropout", self.model.encoder.dropout),
+                        ("model.decoder.dropout", self.model.decoder.dropout),
+                        ("train.label_smoothing", self.train.label_smoothing)):
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {p}")
+        if self.train.valid_beam <= 0:
+            raise ConfigError(f"train.valid_beam must be positive, got {self.train.valid_beam}")
+        if self.data.max_len + 2 > self.model.max_positions:
+            raise ConfigError(
+                f"data.max_len={self.data.max_len} needs model.max_positions >= {self.data.max_len + 2}")
+        if self.train.max_tokens < self.data.max_len + 2:
+            raise ConfigError(
+                f"train.max_tokens={self.train.max_tokens} is smaller than one sentence of data.max_len="
+                f"{self.data.max_len} (+2 for BOS/EOS): raise train.max_tokens or lower data.max_len")
+        for kind in ("encoder", "decoder"):
+            sub = getattr(self.model, kind)
+            if sub.type == "transformer" and sub.hidden % sub.heads != 0:
+                raise ConfigError(
+                    f"model.{kind}.hidden={sub.hidden} must be divisible by model.{kind}.heads={sub.heads}")
+        if self.model.share_embeddings:
+            if not self.tokenizer.joint:
+                raise ConfigError("model.share_embeddings needs tokenizer.joint: true (one vocabulary)")
+            if self.encoder_embed_dim != self.decoder_embed_dim:
+                raise ConfigError(
+                    f"model.share_embeddings needs equal embedding sizes, got encoder {self.encoder_embed_dim} "
+                    f"and decoder {self.decoder_embed_dim}: set model.*.embed_dim or share_embeddings: false")
+        if self.model.decoder.type == "rnn" and self.model.decoder.attention == "dot":
+            if self.model.decoder.hidden != self.encoder_output_size:
+                raise ConfigError(
+                    f"Luong dot attention needs decoder hidden ({self.model.decoder.hidden}) == encoder output "
+                    f"size ({self.encoder_output_size}); use attention: general or bahdanau")
+        if self.model.decoder.type == "transformer" and self.model.tie_output:
+            if self.decoder_embed_dim != self.model.decoder.hidden:
+                raise ConfigError("model.tie_output with a Transformer decoder needs decoder embed_dim == hidden")
+
+    @property
+    def encoder_embed_dim(self) -> int:
+        return self.model.encoder.embed_dim or self.model.encoder.hidden
+
+    @property
+    def decoder_embed_dim(self) -> int:
+        return self.model.decoder.embed_dim or self.model.decoder.hidden
+
+    @property
+    def encoder_output_size(self) -> int:
+        enc = self.model.encoder
+        if enc.type == "rnn":
+            return enc.hidden * (2 if enc.bidirectional else 1)
+        return enc.hidden
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} may not be null")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; unknown keys are errors naming the closest valid one."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        if node.get(key) is None:
+            node[key] = {}
+        if not isinstance(node[key], dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`["model.encoder.layers=2", "train.lr=1e-3"]` -> [(path, yaml-parsed value), ...]."""
+    parsed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value (e.g. train.lr=1e-3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: cannot parse the value: {err}") from None
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when path is None), apply overrides, validate.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: bad YAML, unknown keys, wrong types or impossible values.
+    """
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    for key, value in parse_overrides(overrides or []):
+        _set_path(data, key, value)
+    where = str(path) if path is not None else "config"
+    try:
+        cfg = from_dict(Config, data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a validated `Config` from `to_dict` output (e.g. stored in a checkpoint)."""
+    cfg = from_dict(Config, data)
+    cfg.validate()
+    return cfg
+
+
+def expand_path(path: str) -> str:
+    """Expand `~` and environment variables such as `$SEQED_DATA` in a configured path."""
+    return os.path.expanduser(os.path.expandvars(path))

@@ -1,0 +1,42 @@
+"""The decoder contract every decoder follows, so search never asks which architecture it runs.
+
+A decoder is an ``nn.Module`` with three methods:
+
+* ``forward(tokens, memory) -> DecoderOutput`` — teacher forcing over a whole prefix.
+  ``tokens`` (B, T) start with BOS; ``logits`` (B, T, V) predict the next token at each position.
+* ``init_state(memory) -> state`` — the state before the first step.
+* ``step(tokens, memory, state) -> (logits, state)`` — one incremental step: ``tokens`` (B,) are the
+  previous tokens (BOS at the first step), ``logits`` (B, V). Running ``step`` over a prefix gives the
+  same logits as ``forward`` on it (to ~1e-5 in fp32; tested for every decoder).
+
+States implement ``index_select(idx) -> state`` (idx (N,) long, rows of the batch) for beam
+reordering and for dropping finished sentences, and expose ``attn`` (B, S) or None: the last
+step's attention over the source, used by plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from torch import Tensor
+
+
+class DecoderState(Protocol):
+    attn: Optional[Tensor]
+
+    def index_select(self, idx: Tensor) -> "DecoderState": ...
+
+
+@dataclass
+class DecoderOutput:
+    """Teacher-forced decoder output.
+
+    Attributes:
+        logits: (B, T, V) unnormalised scores for the next token.
+        attn: (B, T, S) attention over source positions (averaged over heads/layers as the decoder
+            defines it), or None for decoders without attention.
+    """
+
+    logits: Tensor
+    attn: Optional[Tensor] = None

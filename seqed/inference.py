@@ -1,0 +1,54 @@
+"""Rebuild a trained model and its tokenizer from a checkpoint alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seqed.checkpoint import CheckpointError, load_checkpoint
+from seqed.config import Config, ConfigError, config_from_dict
+from seqed.model import EncoderDecoder, build_model
+from seqed.tokenizer import Tokenizer
+
+
+@dataclass
+class LoadedModel:
+    model: EncoderDecoder
+    tokenizer: Tokenizer
+    config: Config
+    device: torch.device
+    step: int
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def load_model(path: str, device: str = "auto") -> LoadedModel:
+    """Checkpoint file or run directory -> model in eval mode on `device`, with its tokenizer and config.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see `load_checkpoint`; also when the weights do not fit the
+            stored config (a hand-edited or mixed-up file).
+    """
+    state = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its stored config is invalid: {err}") from None
+    tokenizer = Tokenizer.from_dict(state["tokenizer"])
+    model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match the stored architecture/vocabulary: "
+                              f"{str(err).splitlines()[0]}") from None
+    dev = pick_device(device)
+    model.to(dev).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, config=cfg, device=dev,
+                       step=int(state.get("train_state", {}).get("step", 0)))

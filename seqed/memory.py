@@ -1,0 +1,41 @@
+"""The encoder's output: the `Memory` handed from any encoder to any decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Memory:
+    """What an encoder hands to a decoder.
+
+    Attributes:
+        states: per-token encoder states, (B, S, H).
+        mask: padding mask, (B, S) bool, True at real tokens.
+        code: one fixed vector per sequence, (B, C): the hourglass chokepoint. Never None.
+    """
+
+    states: Tensor
+    mask: Tensor
+    code: Tensor
+
+    def index_select(self, idx: Tensor) -> "Memory":
+        """Rows `idx` (N,) of the batch: used to expand for beams and to drop finished sentences."""
+        return replace(
+            self,
+            states=self.states.index_select(0, idx),
+            mask=self.mask.index_select(0, idx),
+            code=self.code.index_select(0, idx),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.states.size(0)
+
+    @property
+    def lengths(self) -> Tensor:
+        """Number of real tokens per sequence, (B,)."""
+        return self.mask.sum(dim=1)

@@ -1,0 +1,107 @@
+"""`EncoderDecoder` (any encoder with any decoder) and `build_model`, the one place config meets modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from seqed.config import Config, ConfigError
+from seqed.decoders.rnn import RNNDecoder
+from seqed.decoders.transformer import TransformerDecoder
+from seqed.encoders.rnn import RNNEncoder
+from seqed.encoders.transformer import TransformerEncoder
+from seqed.memory import Memory
+from seqed.vocab import PAD_ID
+
+
+@dataclass
+class ModelOutput:
+    """Teacher-forced output.
+
+    Attributes:
+        logits: (B, T, V).
+        attn: (B, T, S) attention over the source, or None.
+        kl: scalar KL term of a variational bottleneck (summed over the batch), or None.
+    """
+
+    logits: Tensor
+    attn: Optional[Tensor] = None
+    kl: Optional[Tensor] = None
+
+
+class EncoderDecoder(nn.Module):
+    """`encode(src) -> Memory`, then `decoder(tgt_in, memory)`; search uses `encode` and `decoder.step`."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, src: Tensor) -> Memory:
+        """src (B, S) long, PAD padded -> Memory."""
+        return self.encoder(src)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> ModelOutput:
+        """src (B, S), tgt_in (B, T) starting with BOS -> logits (B, T, V)."""
+        memory = self.encode(src)
+        out = self.decoder(tgt_in, memory)
+        return ModelOutput(logits=out.logits, attn=out.attn)
+
+
+def _embedding(vocab: int, dim: int) -> nn.Embedding:
+    emb = nn.Embedding(vocab, dim, padding_idx=PAD_ID)
+    nn.init.normal_(emb.weight, mean=0.0, std=dim ** -0.5)
+    with torch.no_grad():
+        emb.weight[PAD_ID].zero_()
+    return emb
+
+
+ENCODERS = {"rnn": RNNEncoder, "transformer": TransformerEncoder}
+DECODERS = {"rnn": RNNDecoder, "transformer": TransformerDecoder}
+
+
+def build_encoder(cfg: Config, embedding: nn.Embedding) -> nn.Module:
+    enc = cfg.model.encoder
+    if enc.type == "rnn":
+        return RNNEncoder(embedding=embedding, hidden_size=enc.hidden, layers=enc.layers, cell=enc.cell,
+                          bidirectional=enc.bidirectional, dropout=enc.dropout,
+                          reverse_source=enc.reverse_source)
+    return TransformerEncoder(embedding=embedding, d_model=enc.hidden, heads=enc.heads, ffn_size=enc.ffn,
+                              layers=enc.layers, dropout=enc.dropout, attention_dropout=enc.attention_dropout,
+                              positions=enc.positions, max_positions=cfg.model.max_positions, code=enc.code)
+
+
+def build_decoder(cfg: Config, embedding: nn.Embedding, memory_size: int, code_size: int) -> nn.Module:
+    dec = cfg.model.decoder
+    if dec.type == "rnn":
+        attention = None if dec.attention == "none" else dec.attention
+        return RNNDecoder(embedding=embedding, hidden_size=dec.hidden, memory_size=memory_size,
+                          code_size=code_size, layers=dec.layers, cell=dec.cell, attention=attention,
+                          input_feeding=dec.input_feeding, feed_code=dec.feed_code, dropout=dec.dropout,
+                          tie_output=cfg.model.tie_output)
+    return TransformerDecoder(embedding=embedding, d_model=dec.hidden, heads=dec.heads, ffn_size=dec.ffn,
+                              layers=dec.layers, memory_size=memory_size, dropout=dec.dropout,
+                              attention_dropout=dec.attention_dropout, positions=dec.positions,
+                              max_positions=cfg.model.max_positions, tie_output=cfg.model.tie_output)
+
+
+def build_model(cfg: Config, src_vocab: int, tgt_vocab: int) -> EncoderDecoder:
+    """Map a validated config and the tokenizer's vocabulary sizes to an `EncoderDecoder`."""
+    src_emb = _embedding(src_vocab, cfg.encoder_embed_dim)
+    if cfg.model.share_embeddings:
+        if src_vocab != tgt_vocab:
+            raise ConfigError(f"model.share_embeddings needs one vocabulary, got {src_vocab} and {tgt_vocab}")
+        tgt_emb = src_emb
+    else:
+        tgt_emb = _embedding(tgt_vocab, cfg.decoder_embed_dim)
+    encoder = build_encoder(cfg, src_emb)
+    decoder = build_decoder(cfg, tgt_emb, memory_size=encoder.output_size, code_size=encoder.code_size)
+    return EncoderDecoder(encoder, decoder)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (shared tensors counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())

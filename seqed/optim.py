@@ -1,0 +1,83 @@
+"""Optimizers and learning-rate schedules: warmup + inverse square root (noam), plateau, constant."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(params, *, name: str = "adamw", lr: float = 1e-3, betas=(0.9, 0.98), eps: float = 1e-9,
+                    weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.Optimizer:
+    """Adam or AdamW; `fused` uses the fused CUDA kernel when all parameters live on a GPU."""
+    params = list(params)
+    if fused is None:
+        fused = bool(params) and all(p.is_cuda for p in params)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    kwargs = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    if fused:
+        kwargs["fused"] = True
+    return cls(params, **kwargs)
+
+
+class Schedule:
+    """Sets the optimizer's learning rate each step; state is a plain dict for checkpoints.
+
+    * ``noam``: lr * min(step / warmup, sqrt(warmup / step)) — linear warmup to the peak `lr`, then
+      inverse square root decay (Vaswani et al. 2017, in fairseq's peak-lr form).
+    * ``plateau``: linear warmup, then multiply by `factor` after `patience` validations without
+      improvement of the monitored loss, down to `min_lr`.
+    * ``constant``: linear warmup, then `lr`.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, kind: str = "noam", lr: float = 1e-3,
+                 warmup: int = 0, factor: float = 0.5, patience: int = 2, min_lr: float = 1e-6):
+        self.optimizer = optimizer
+        self.kind, self.peak, self.warmup = kind, lr, warmup
+        self.factor, self.patience, self.min_lr = factor, patience, min_lr
+        self.scale = 1.0  # plateau reductions so far
+        self.best = math.inf
+        self.bad = 0
+        self.set_step(0)
+
+    def lr_at(self, step: int) -> float:
+        step = max(step, 1)
+        warm = min(1.0, step / self.warmup) if self.warmup > 0 else 1.0
+        if self.kind == "noam":
+            decay = math.sqrt(self.warmup / step) if self.warmup > 0 and step > self.warmup else 1.0
+            if self.warmup == 0:
+                decay = 1.0 / math.sqrt(step)
+            return self.peak * min(warm, decay) if self.warmup > 0 else self.peak * decay
+        return max(self.peak * self.scale, self.min_lr) * warm
+
+    def set_step(self, step: int) -> float:
+        lr = self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def on_validation(self, loss: float) -> None:
+        if self.kind != "plateau":
+            return
+        if loss < self.best:
+            self.best, self.bad = loss, 0
+        else:
+            self.bad += 1
+            if self.bad > self.patience:
+                self.scale *= self.factor
+                self.bad = 0
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best, self.bad = state["scale"], state["best"], state["bad"]
+
+
+def grad_norm_clip(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm (no-op when max_norm is 0); returns the norm before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())

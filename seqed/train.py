@@ -1,0 +1,567 @@
+"""The training loop: data, model, optimisation, validation, checkpoints and exact resume.
+
+One process or many (`torchrun ... -m seqed train`, DistributedDataParallel): every rank reads the
+same data and takes its shard of each epoch's batches; only rank 0 logs, validates and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from seqed import __version__
+from seqed.checkpoint import (CheckpointError, load_checkpoint, rotate, save_atomic)
+from seqed.config import Config, config_from_dict, to_dict
+from seqed.data.batching import ParallelData, TokenBatchSampler
+from seqed.data.filtering import filter_pairs
+from seqed.data.sources import load_corpus
+from seqed.losses import label_smoothed_nll
+from seqed.model import EncoderDecoder, build_model, count_parameters
+from seqed.optim import Schedule, build_optimizer, grad_norm_clip
+from seqed.scoring import score
+from seqed.tokenizer import Tokenizer
+from seqed.translator import Translator
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to try."""
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(),
+                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, dist_info: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"train.device={name} but CUDA is not available: use train.device=cpu")
+        if name == "cuda":
+            name = f"cuda:{dist_info.local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def versions() -> dict:
+    import sacrebleu
+    import sentencepiece
+
+    return {"seqed": __version__, "torch": torch.__version__, "sentencepiece": sentencepiece.__version__,
+            "sacrebleu": sacrebleu.__version__, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Prepared:
+    tokenizer: Tokenizer
+    train: ParallelData
+    valid: Optional[ParallelData]
+    valid_src: list[str]
+    valid_ref: list[str]
+    report: str
+
+
+def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
+    """Read the corpora, train (or reuse) the tokenizer, encode and filter."""
+    d = cfg.data
+    train_src, train_tgt = load_corpus(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict)
+    if tokenizer is None:
+        log(f"training a {cfg.tokenizer.type} SentencePiece model, vocab {cfg.tokenizer.vocab_size}, "
+            f"{'joint' if cfg.tokenizer.joint else 'separate'}, on {len(train_src)} pairs")
+        tokenizer = Tokenizer.train([s for s in train_src if s], [t for t in train_tgt if t],
+                                    vocab_size=cfg.tokenizer.vocab_size, model_type=cfg.tokenizer.type,
+                                    joint=cfg.tokenizer.joint,
+                                    character_coverage=cfg.tokenizer.character_coverage, seed=cfg.train.seed)
+    src_ids = tokenizer.encode_src(train_src)
+    tgt_ids = tokenizer.encode_tgt(train_tgt)
+    keep, report = filter_pairs([len(s) for s in src_ids], [len(t) for t in tgt_ids],
+                                max_len=d.max_len, min_len=d.min_len, max_ratio=d.max_ratio)
+    if report.empty and d.strict:
+        raise TrainingError(f"data.train has {report.empty} pairs with an empty side (data.strict is on)")
+    if not keep:
+        raise TrainingError(f"no training pair survived filtering ({report}): check data.max_len/max_ratio")
+    train = ParallelData([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
+    valid, valid_src, valid_ref = None, [], []
+    if d.valid is not None:
+        vs, vt = load_corpus(d.valid, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict)
+        pairs = [(s, t) for s, t in zip(vs, vt) if s.strip() and t.strip()]
+        valid_src = [s for s, _ in pairs]
+        valid_ref = [t for _, t in pairs]
+        vsi = tokenizer.encode_src(valid_src)
+        vti = tokenizer.encode_tgt(valid_ref)
+        cap = cfg.model.max_positions - 2
+        valid = ParallelData([s[:cap] for s in vsi], [t[:cap] for t in vti])
+        if d.valid_max_sentences:
+            valid_src = valid_src[: d.valid_max_sentences]
+            valid_ref = valid_ref[: d.valid_max_sentences]
+    return Prepared(tokenizer, train, valid, valid_src, valid_ref, f"train: {report}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0     # batches of this epoch already consumed (this rank's shard)
+    best: Optional[float] = None
+    bad_validations: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Trains `cfg` into `cfg.out_dir`; `run()` returns the final `TrainState`."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.resume = resume
+        self.progress = progress
+        self.stop_signal: Optional[int] = None
+
+    # -- setup ------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.dist.main:
+            tqdm.write(f"[seqed] {msg}", file=sys.stderr)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        kind = "cuda" if (cfg.train.device.startswith("cuda") or
+                          (cfg.train.device == "auto" and torch.cuda.is_available())) else "cpu"
+        self.dist = init_distributed(kind)
+        self.device = resolve_device(cfg.train.device, self.dist)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        last = self.out / "checkpoint_last.pt"
+        ckpt = None
+        if self.resume:
+            if not last.is_file():
+                raise TrainingError(f"--resume: no {last}; start without --resume or point out_dir at the run")
+            ckpt = load_checkpoint(last)
+            stored = config_from_dict(ckpt["config"])
+            if to_dict(stored.model) != to_dict(cfg.model) or to_dict(stored.tokenizer) != to_dict(cfg.tokenizer):
+                raise TrainingError(f"--resume: the model/tokenizer config differs from the one in {last}; "
+                                    f"resume with the same config (other sections may change)")
+        elif last.is_file():
+            raise TrainingError(f"{self.out} already holds a run (checkpoint_last.pt): add --resume to continue "
+                                f"it, or choose another out_dir")
+        seed_everything(cfg.train.seed)
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        tokenizer = Tokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
+        if tokenizer is None and self.dist.world > 1:
+            tokenizer = self._shared_tokenizer()
+        self.data = prepare_data(cfg, tokenizer, self.log)
+        self.tokenizer = self.data.tokenizer
+        self.log(self.data.report)
+        if self.dist.main and not ckpt:
+            self.tokenizer.save(self.out / "tokenizer")
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            (self.out / "env.json").write_text(json.dumps({"versions": versions(), "seed": cfg.train.seed,
+                                                           "argv": sys.argv}, indent=2))
+        self.model: EncoderDecoder = build_model(cfg, self.tokenizer.src_vocab_size,
+                                                 self.tokenizer.tgt_vocab_size).to(self.device)
+        self.log(f"model: {cfg.model.encoder.type} encoder + {cfg.model.decoder.type} decoder, "
+                 f"{count_parameters(self.model):,} parameters, device {self.device}")
+        t = cfg.train
+        self.optimizer = build_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr, betas=t.betas,
+                                         eps=t.eps, weight_decay=t.weight_decay)
+        self.schedule = Schedule(self.optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup,
+                                 factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16" and self.device.type == "cuda"))
+        src_lens, tgt_lens = self.data.train.lengths()
+        self.sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens=t.max_tokens,
+                                         max_sentences=t.max_sentences or None, shuffle=True, seed=t.seed,
+                                         num_shards=self.dist.world, shard_index=self.dist.rank,
+                                         pad_to_multiple=t.pad_to_multiple)
+        self.state = TrainState()
+        if ckpt:
+            self._restore(ckpt)
+        self.net: nn.Module = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _shared_tokenizer(self) -> Tokenizer:
+        """Rank 0 trains the tokenizer; the other ranks receive the same model."""
+        import torch.distributed as dist
+
+        box = [None]
+        if self.dist.main:
+            s, t = load_corpus(self.cfg.data.train, src_lang=self.cfg.data.src_lang,
+                               tgt_lang=self.cfg.data.tgt_lang, strict=self.cfg.data.strict)
+            tc = self.cfg.tokenizer
+            box[0] = Tokenizer.train([x for x in s if x], [x for x in t if x], vocab_size=tc.vocab_size,
+                                     model_type=tc.type, joint=tc.joint,
+                                     character_coverage=tc.character_coverage, seed=self.cfg.train.seed).to_dict()
+        dist.broadcast_object_list(box, src=0)
+        return Tokenizer.from_dict(box[0])
+
+    def _restore(self, ckpt: dict) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"checkpoint does not match the model: {str(err).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        s = ckpt["train_state"]
+        self.state = TrainState(step=s["step"], epoch=s["epoch"], batch_in_epoch=s["batch_in_epoch"],
+                                best=s["best"], bad_validations=s["bad_validations"],
+                                train_seconds=s["train_seconds"], history=list(s.get("history", [])))
+        rng = ckpt["rng"]
+        if self.dist.world > 1 and "per_rank" in rng and self.dist.rank < len(rng["per_rank"]):
+            rng = rng["per_rank"][self.dist.rank]
+        set_rng_state(rng, self.device)
+        self.schedule.set_step(self.state.step)
+        self.log(f"resumed from step {self.state.step} (epoch {self.state.epoch}, "
+                 f"batch {self.state.batch_in_epoch})")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict:
+        s = self.state
+        rng = rng_state(self.device)
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * self.dist.world
+            dist.all_gather_object(gathered, rng)
+            rng = dict(rng, per_rank=gathered)
+        return {
+            "version": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "train_state": {"step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "best": s.best,
+                            "bad_validations": s.bad_validations, "train_seconds": s.train_seconds,
+                            "history": s.history},
+            "rng": rng,
+            "config": to_dict(self.cfg),
+            "tokenizer": self.tokenizer.to_dict(),
+            "versions": versions(),
+        }
+
+    def save(self, is_best: bool) -> None:
+        state = self.checkpoint_dict()  # every rank joins the RNG gather
+        if not self.dist.main:
+            return
+        step_path = self.out / f"checkpoint_{self.state.step}.pt"
+        save_atomic(state, step_path)
+        _link_atomic(step_path, self.out / "checkpoint_last.pt")
+        if is_best:
+            _link_atomic(step_path, self.out / "checkpoint_best.pt")
+        rotate(self.out, self.cfg.train.keep_last)
+
+    # -- steps -----------------------------------------------------------------------------------
+    def autocast(self):
+        p = self.cfg.train.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def train_step(self, batches: list) -> tuple[float, int, int, bool]:
+        """One optimizer update over `batches` (gradient accumulation).
+
+        Returns:
+            (summed nll, target tokens, source+target tokens, finite) over this rank's micro-batches.
+        """
+        self.net.train()
+        n_tgt_local = sum(b.n_tgt_tokens for b in batches)
+        n_tgt = n_tgt_local
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([n_tgt_local], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            n_tgt = int(t.item())
+        # Loss per micro-batch is a sum; scaling by world / global tokens makes DDP's gradient average
+        # equal the mean over every target token of the global batch.
+        scale = self.dist.world / max(n_tgt, 1)
+        nll_total = 0.0
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device, non_blocking=True)
+            sync = i == len(batches) - 1 or self.dist.world == 1
+            ctx = self.net.no_sync() if (not sync and hasattr(self.net, "no_sync")) else contextlib.nullcontext()
+            with ctx:
+                with self.autocast():
+                    out = self.net(batch.src, batch.tgt_in)
+                lo = label_smoothed_nll(out.logits, batch.tgt_out, smoothing=self.cfg.train.label_smoothing)
+                loss = lo.loss
+                if out.kl is not None:
+                    loss = loss + out.kl
+                self.scaler.scale(loss * scale).backward()
+            nll_total += float(lo.nll)
+        self.scaler.unscale_(self.optimizer)
+        norm = grad_norm_clip(self.model, self.cfg.train.clip)
+        finite = bool(torch.isfinite(norm)) and math.isfinite(nll_total)
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # the fp16 scaler skips non-finite steps itself
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        n_all = sum(b.n_src_tokens + b.n_tgt_tokens for b in batches)
+        return nll_total, n_tgt_local, n_all, finite
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation loss (per token, nll) and BLEU/chrF of greedy or beam output."""
+        self.model.eval()
+        data = self.data.valid
+        result: dict = {"step": self.state.step}
+        if data is None:
+            return result
+        src_lens, tgt_lens = data.lengths()
+        sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens=max(self.cfg.train.max_tokens, 2048),
+                                    shuffle=False, seed=0)
+        nll, n = 0.0, 0
+        for idx in sampler.batches(0):
+            batch = data.batch(idx).to(self.device)
+            with self.autocast():
+                out = self.model(batch.src, batch.tgt_in)
+            lo = label_smoothed_nll(out.logits, batch.tgt_out, smoothing=0.0)
+            nll += float(lo.nll)
+            n += lo.n_tokens
+        result["valid_nll"] = nll / max(n, 1)
+        result["valid_ppl"] = math.exp(min(result["valid_nll"], 50))
+        if self.cfg.train.valid_bleu and self.data.valid_src:
+            s = self.cfg.search
+            translator = Translator(self.model, self.tokenizer, device=self.device,
+                                    beam_size=self.cfg.train.valid_beam, length_penalty=s.length_penalty,
+                                    max_len_a=s.max_len_a, max_len_b=s.max_len_b,
+                                    batch_size=s.batch_size, max_src_len=self.cfg.model.max_positions - 2)
+            with self.autocast():
+                hyps = [h[0][0] for h in translator.translate_text(self.data.valid_src)]
+            sc = score(hyps, self.data.valid_ref)
+            result.update(valid_bleu=sc.bleu, valid_chrf=sc.chrf)
+        return result
+
+    def _improved(self, result: dict) -> bool:
+        """Track the best validation; the stored value is higher-is-better (BLEU, or -nll)."""
+        if "valid_bleu" in result and self.cfg.train.early_stop_metric == "bleu":
+            value = result["valid_bleu"]
+        elif "valid_nll" in result:
+            value = -result["valid_nll"]
+        else:
+            return True  # no validation data: the newest checkpoint is the best we know
+        if self.state.best is None or value > self.state.best:
+            self.state.best = value
+            return True
+        return False
+
+    # -- main loop -------------------------------------------------------------------------------
+    def _install_signals(self):
+        def handler(signum, frame):
+            if self.stop_signal is not None:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            self.log(f"got {signal.Signals(signum).name}: finishing this step, then saving a checkpoint")
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return old
+
+    def run(self) -> TrainState:
+        self.setup()
+        old_handlers = self._install_signals() if _in_main_thread() else {}
+        try:
+            return self._loop()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+
+    def _loop(self) -> TrainState:
+        t = self.cfg.train
+        st = self.state
+        log_path = self.out / "train.log.jsonl"
+        bar = tqdm(total=t.max_steps or None, initial=st.step, disable=not (self.progress and self.dist.main),
+                   unit="step", dynamic_ncols=True, desc="train")
+        win_nll, win_tok, win_all, win_time = 0.0, 0, 0, 0.0
+        bad_in_row = 0
+        stop_reason = None
+        session_start = time.perf_counter()
+        start_seconds = st.train_seconds
+        while stop_reason is None:
+            if t.max_epochs and st.epoch >= t.max_epochs:
+                stop_reason = f"reached train.max_epochs={t.max_epochs}"
+                break
+            batches = self.sampler.batches(st.epoch)
+            if len(batches) < t.accum:
+                raise TrainingError(f"an epoch has {len(batches)} batches, fewer than train.accum={t.accum} "
+                                    f"(x {self.dist.world} processes): use more data or smaller train.max_tokens")
+            pos = st.batch_in_epoch
+            while pos + t.accum <= len(batches):
+                tick = time.perf_counter()
+                group = [self.data.train.batch(idx, pad_to_multiple=t.pad_to_multiple)
+                         for idx in batches[pos: pos + t.accum]]
+                lr = self.schedule.set_step(st.step + 1)
+                nll, ntok, nall, finite = self.train_step(group)
+                pos += t.accum
+                st.batch_in_epoch = pos
+                if not finite:
+                    bad_in_row += 1
+                    self.log(f"step {st.step + 1}: non-finite loss or gradient, update skipped "
+                             f"({bad_in_row} in a row)")
+                    if bad_in_row >= t.max_bad_steps:
+                        raise TrainingError(
+                            f"{bad_in_row} non-finite losses in a row: training diverged. Likely causes: learning "
+                            f"rate too high (train.lr={t.lr}), too short warmup (train.warmup={t.warmup}), fp16 "
+                            f"overflow (try train.precision=bf16 or fp32), or no gradient clipping (train.clip)")
+                    continue
+                bad_in_row = 0
+                st.step += 1
+                dt = time.perf_counter() - tick
+                win_nll, win_tok, win_all, win_time = win_nll + nll, win_tok + ntok, win_all + nall, win_time + dt
+                st.train_seconds = start_seconds + (time.perf_counter() - session_start)
+                bar.update(1)
+                if st.step % t.log_every == 0 or st.step == 1:
+                    bar.set_postfix(loss=f"{win_nll / max(win_tok, 1):.3f}",
+                                    tok_s=f"{win_all / max(win_time, 1e-9):.0f}", lr=f"{lr:.2e}", refresh=False)
+                    win_nll, win_tok, win_all, win_time = 0.0, 0, 0, 0.0
+                done = (t.max_steps and st.step >= t.max_steps) or \
+                       (t.max_minutes and st.train_seconds >= t.max_minutes * 60)
+                if st.step % t.valid_every == 0 or done or self.stop_signal is not None:
+                    stop_reason = self._validate_and_save(log_path, lr)
+                    if done and stop_reason is None:
+                        stop_reason = (f"reached train.max_steps={t.max_steps}" if t.max_steps and
+                                       st.step >= t.max_steps else f"reached train.max_minutes={t.max_minutes}")
+                if self.stop_signal is not None:
+                    stop_reason = "interrupted"
+                if stop_reason:
+                    break
+            else:
+                st.epoch += 1
+                st.batch_in_epoch = 0
+        bar.close()
+        if stop_reason == "interrupted":
+            self.log(f"stopped at step {st.step}; checkpoint saved. Resume with: "
+                     f"seqed train <config> out_dir={self.out} --resume")
+        else:
+            self.log(f"done: {stop_reason} at step {st.step}; checkpoints in {self.out}")
+        return st
+
+    def _validate_and_save(self, log_path: Path, lr: float) -> Optional[str]:
+        st = self.state
+        result = {}
+        if self.dist.main:
+            tick = time.perf_counter()
+            result = self.validate()
+            result.update(epoch=st.epoch, lr=lr, train_seconds=round(st.train_seconds, 2),
+                          valid_seconds=round(time.perf_counter() - tick, 2))
+        improved = self._improved(result) if self.dist.main else False
+        if self.dist.main:
+            result["best"] = improved
+            if "valid_nll" in result:
+                self.schedule.on_validation(result["valid_nll"])
+            st.history.append(result)
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+            shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+            self.log(f"validation {shown}")
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            box = [improved, self.schedule.state_dict()]
+            dist.broadcast_object_list(box, src=0)
+            improved = box[0]
+            self.schedule.load_state_dict(box[1])
+        st.bad_validations = 0 if improved else st.bad_validations + 1
+        self.save(is_best=improved)
+        if self.cfg.train.patience and st.bad_validations >= self.cfg.train.patience:
+            return f"early stopping: no improvement in {st.bad_validations} validations"
+        return None
+
+
+def _link_atomic(src: Path, dst: Path) -> None:
+    """Point `dst` at the same data as `src` (hard link, or a copy), replacing it atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: Config, *, resume: bool = False, progress: bool = True) -> TrainState:
+    return Trainer(cfg, resume=resume, progress=progress).run()

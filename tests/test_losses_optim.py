@@ -1,0 +1,63 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from seqed.losses import label_smoothed_nll
+from seqed.optim import Schedule, build_optimizer
+
+
+def test_no_smoothing_is_cross_entropy_and_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    target = torch.randint(4, 7, (2, 5))
+    target[1, 3:] = 0
+    out = label_smoothed_nll(logits, target, smoothing=0.0)
+    ref = F.cross_entropy(logits.reshape(-1, 7), target.reshape(-1), ignore_index=0, reduction="sum")
+    assert out.n_tokens == 8
+    assert torch.allclose(out.loss, ref, atol=1e-5) and torch.allclose(out.nll, ref, atol=1e-5)
+
+
+def test_smoothing_matches_formula_and_torch():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 6)
+    target = torch.tensor([1, 2, 5, 0])
+    eps = 0.1
+    out = label_smoothed_nll(logits, target, smoothing=eps)
+    lp = logits.log_softmax(-1)
+    expected = sum((1 - eps) * -lp[i, target[i]] + eps * -lp[i].mean() for i in range(3))
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    ref = F.cross_entropy(logits[:3], target[:3], label_smoothing=eps, reduction="sum")
+    assert torch.allclose(out.loss, ref, atol=1e-5)
+
+
+def test_smoothing_optimum_is_not_one_hot():
+    # With eps > 0 the loss is minimised by a distribution that keeps eps/V on the other classes.
+    V, eps = 5, 0.2
+    target = torch.tensor([2])
+    p = torch.full((1, V), eps / V)
+    p[0, 2] += 1 - eps
+    best = label_smoothed_nll(p.log(), target, smoothing=eps).loss
+    sharper = label_smoothed_nll(torch.tensor([[0.0, 0.0, 8.0, 0.0, 0.0]]), target, smoothing=eps).loss
+    assert best < sharper
+
+
+def test_noam_schedule_shape():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = Schedule(opt, kind="noam", lr=2e-3, warmup=100)
+    assert math.isclose(s.lr_at(50), 1e-3)
+    assert math.isclose(s.lr_at(100), 2e-3)
+    assert math.isclose(s.lr_at(400), 1e-3)
+    assert s.set_step(10) == opt.param_groups[0]["lr"]
+
+
+def test_plateau_schedule_reduces():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = Schedule(opt, kind="plateau", lr=1e-3, warmup=0, factor=0.5, patience=1)
+    for loss in (3.0, 3.1, 3.2):
+        s.on_validation(loss)
+    assert math.isclose(s.lr_at(1000), 5e-4)
+    state = s.state_dict()
+    s2 = Schedule(opt, kind="plateau", lr=1e-3)
+    s2.load_state_dict(state)
+    assert s2.lr_at(5) == s.lr_at(5)
