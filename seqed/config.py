@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 import yaml
 
+from seqed.noise import NoiseConfig
+
 
 class ConfigError(ValueError):
     """A configuration mistake the user can fix; the message says what and where."""
@@ -56,6 +58,8 @@ class DataConfig:
     min_len: int = 1
     max_ratio: float = 3.0      # pairs whose length ratio exceeds this are dropped from training
     strict: bool = False        # True: empty lines are an error instead of being skipped and counted
+    monolingual: bool = False   # autoencoder: the target is the source sentence itself
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # source-side corruption (denoising autoencoders)
     valid_max_sentences: int = 0  # 0 = the whole validation set for BLEU
 
 
@@ -108,6 +112,10 @@ class ModelConfig:
     share_embeddings: bool = True   # one embedding table for source and target (joint vocabulary)
     tie_output: bool = True         # target embedding = output projection (Press & Wolf 2017)
     max_positions: int = 1024
+    bottleneck: str = "memory"      # memory | code (fixed-vector hourglass) | variational
+    code_dim: int = 0               # size of the code / latent z; 0 = the encoder's code size
+    free_bits: float = 0.0          # variational: KL floor per latent dimension (nats)
+    tie_encoder_decoder: bool = False  # share encoder and decoder layer weights where shapes allow
 
 
 @dataclass
@@ -143,6 +151,11 @@ class TrainConfig:
     log_every: int = 50
     pad_to_multiple: int = 1
     max_bad_steps: int = 20     # consecutive non-finite losses before training stops
+    kl_anneal: str = "linear"   # variational: none | linear | cyclical
+    kl_anneal_steps: int = 2000
+    kl_cycles: int = 4
+    word_dropout: float = 0.0   # replace decoder input tokens by UNK with this probability (Bowman et al. 2016)
+    loss_on: str = "all"        # all | masked (masked autoencoder: loss only where the source was masked)
 
 
 @dataclass
@@ -176,6 +189,9 @@ class Config:
         _check_choice("model.decoder.positions", self.model.decoder.positions, ("sinusoidal", "learned"))
         _check_choice("model.encoder.code", self.model.encoder.code, ("mean", "token"))
         _check_choice("tokenizer.type", self.tokenizer.type, ("unigram", "bpe"))
+        _check_choice("model.bottleneck", self.model.bottleneck, ("memory", "code", "variational"))
+        _check_choice("train.kl_anneal", self.train.kl_anneal, ("none", "linear", "cyclical"))
+        _check_choice("train.loss_on", self.train.loss_on, ("all", "masked"))
         _check_choice("train.optimizer", self.train.optimizer, ("adam", "adamw"))
         _check_choice("train.schedule", self.train.schedule, ("noam", "plateau", "constant"))
         _check_choice("train.precision", self.train.precision, ("fp32", "bf16", "fp16"))
@@ -215,7 +231,28 @@ class Config:
         for name, value in nonneg.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        try:
+            self.data.noise.validate()
+        except ValueError as err:
+            raise ConfigError(f"data.noise: {err}") from None
+        if self.model.code_dim < 0 or self.model.free_bits < 0:
+            raise ConfigError("model.code_dim and model.free_bits must be >= 0")
+        if self.model.bottleneck != "memory" and self.model.decoder.type == "rnn" \
+                and self.model.decoder.attention != "none":
+            raise ConfigError(
+                f"model.bottleneck={self.model.bottleneck} hides the per-token states, so an RNN decoder with "
+                f"attention has nothing to attend to: set model.decoder.attention=none (or bottleneck=memory)")
+        if self.train.loss_on == "masked":
+            n = self.data.noise
+            if not self.data.monolingual:
+                raise ConfigError("train.loss_on=masked is for autoencoders: set data.monolingual=true")
+            if n.drop or n.infill or n.shuffle_k:
+                raise ConfigError("train.loss_on=masked needs noise that keeps positions (data.noise.mask / "
+                                  "substitute); set data.noise.drop, infill and shuffle_k to 0")
+            if not (n.mask or n.substitute):
+                raise ConfigError("train.loss_on=masked needs data.noise.mask (or substitute) > 0")
         for name, p in (("model.encoder.dropout", self.model.encoder.dropout),
+                        ("train.word_dropout", self.train.word_dropout),
                         ("model.decoder.dropout", self.model.decoder.dropout),
                         ("train.label_smoothing", self.train.label_smoothing)):
             if not 0.0 <= p < 1.0:

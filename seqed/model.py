@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from seqed.bottleneck import BottleneckOutput, build_bottleneck
 from seqed.config import Config, ConfigError
 from seqed.decoders.rnn import RNNDecoder
 from seqed.decoders.transformer import TransformerDecoder
@@ -33,22 +34,33 @@ class ModelOutput:
 
 
 class EncoderDecoder(nn.Module):
-    """`encode(src) -> Memory`, then `decoder(tgt_in, memory)`; search uses `encode` and `decoder.step`."""
+    """`encode(src) -> Memory`, then `decoder(tgt_in, memory)`; search uses `encode` and `decoder.step`.
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+    The bottleneck (identity for translation) decides what of the encoder's memory the decoder sees.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, bottleneck: Optional[nn.Module] = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.bottleneck = bottleneck
+
+    def encode_full(self, src: Tensor) -> BottleneckOutput:
+        """src (B, S) long, PAD padded -> the bottleneck's output (memory, and KL for a VAE)."""
+        memory = self.encoder(src)
+        if self.bottleneck is None:
+            return BottleneckOutput(memory)
+        return self.bottleneck(memory)
 
     def encode(self, src: Tensor) -> Memory:
-        """src (B, S) long, PAD padded -> Memory."""
-        return self.encoder(src)
+        """src (B, S) long, PAD padded -> the Memory the decoder sees."""
+        return self.encode_full(src).memory
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> ModelOutput:
         """src (B, S), tgt_in (B, T) starting with BOS -> logits (B, T, V)."""
-        memory = self.encode(src)
-        out = self.decoder(tgt_in, memory)
-        return ModelOutput(logits=out.logits, attn=out.attn)
+        enc = self.encode_full(src)
+        out = self.decoder(tgt_in, enc.memory)
+        return ModelOutput(logits=out.logits, attn=out.attn, kl=enc.kl)
 
 
 def _embedding(vocab: int, dim: int) -> nn.Embedding:
@@ -98,8 +110,14 @@ def build_model(cfg: Config, src_vocab: int, tgt_vocab: int) -> EncoderDecoder:
     else:
         tgt_emb = _embedding(tgt_vocab, cfg.decoder_embed_dim)
     encoder = build_encoder(cfg, src_emb)
-    decoder = build_decoder(cfg, tgt_emb, memory_size=encoder.output_size, code_size=encoder.code_size)
-    return EncoderDecoder(encoder, decoder)
+    m = cfg.model
+    bottleneck = build_bottleneck(m.bottleneck, code_size=encoder.code_size,
+                                  code_dim=m.code_dim or encoder.code_size, free_bits=m.free_bits)
+    memory_size = bottleneck.output_size or encoder.output_size
+    decoder = build_decoder(cfg, tgt_emb, memory_size=memory_size, code_size=bottleneck.code_size)
+    if m.tie_encoder_decoder:
+        tie_encoder_decoder(encoder, decoder)
+    return EncoderDecoder(encoder, decoder, None if m.bottleneck == "memory" else bottleneck)
 
 
 def count_parameters(model: nn.Module) -> int:

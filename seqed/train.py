@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from seqed import __version__
@@ -30,12 +30,15 @@ from seqed.config import Config, config_from_dict, to_dict
 from seqed.data.batching import ParallelData, TokenBatchSampler
 from seqed.data.filtering import filter_pairs
 from seqed.data.sources import load_corpus
+from seqed.bottleneck import kl_weight
 from seqed.losses import label_smoothed_nll
+from seqed.noise import Noiser
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.optim import Schedule, build_optimizer, grad_norm_clip
 from seqed.scoring import score
 from seqed.tokenizer import Tokenizer
 from seqed.translator import Translator
+from seqed.vocab import PAD_ID, UNK_ID
 
 
 class TrainingError(RuntimeError):
@@ -132,11 +135,13 @@ class Prepared:
 def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
     """Read the corpora, train (or reuse) the tokenizer, encode and filter."""
     d = cfg.data
-    train_src, train_tgt = load_corpus(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict)
+    train_src, train_tgt = load_corpus(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict,
+                                       monolingual=d.monolingual)
     if tokenizer is None:
         log(f"training a {cfg.tokenizer.type} SentencePiece model, vocab {cfg.tokenizer.vocab_size}, "
             f"{'joint' if cfg.tokenizer.joint else 'separate'}, on {len(train_src)} pairs")
-        tokenizer = Tokenizer.train([s for s in train_src if s], [t for t in train_tgt if t],
+        tokenizer = Tokenizer.train([s for s in train_src if s],
+                                    None if d.monolingual else [t for t in train_tgt if t],
                                     vocab_size=cfg.tokenizer.vocab_size, model_type=cfg.tokenizer.type,
                                     joint=cfg.tokenizer.joint,
                                     character_coverage=cfg.tokenizer.character_coverage, seed=cfg.train.seed)
@@ -151,7 +156,8 @@ def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
     train = ParallelData([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
     valid, valid_src, valid_ref = None, [], []
     if d.valid is not None:
-        vs, vt = load_corpus(d.valid, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict)
+        vs, vt = load_corpus(d.valid, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict,
+                             monolingual=d.monolingual)
         pairs = [(s, t) for s, t in zip(vs, vt) if s.strip() and t.strip()]
         valid_src = [s for s, _ in pairs]
         valid_ref = [t for _, t in pairs]
@@ -245,6 +251,9 @@ class Trainer:
                                          max_sentences=t.max_sentences or None, shuffle=True, seed=t.seed,
                                          num_shards=self.dist.world, shard_index=self.dist.rank,
                                          pad_to_multiple=t.pad_to_multiple)
+        self.noiser = None
+        if cfg.data.noise.active:
+            self.noiser = Noiser(cfg.data.noise, vocab_size=self.tokenizer.src_vocab_size, mask_id=UNK_ID)
         self.state = TrainState()
         if ckpt:
             self._restore(ckpt)
@@ -260,10 +269,12 @@ class Trainer:
 
         box = [None]
         if self.dist.main:
-            s, t = load_corpus(self.cfg.data.train, src_lang=self.cfg.data.src_lang,
-                               tgt_lang=self.cfg.data.tgt_lang, strict=self.cfg.data.strict)
+            d = self.cfg.data
+            s, t = load_corpus(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict,
+                               monolingual=d.monolingual)
             tc = self.cfg.tokenizer
-            box[0] = Tokenizer.train([x for x in s if x], [x for x in t if x], vocab_size=tc.vocab_size,
+            box[0] = Tokenizer.train([x for x in s if x], None if d.monolingual else [x for x in t if x],
+                                     vocab_size=tc.vocab_size,
                                      model_type=tc.type, joint=tc.joint,
                                      character_coverage=tc.character_coverage, seed=self.cfg.train.seed).to_dict()
         dist.broadcast_object_list(box, src=0)
@@ -352,18 +363,29 @@ class Trainer:
         # Loss per micro-batch is a sum; scaling by world / global tokens makes DDP's gradient average
         # equal the mean over every target token of the global batch.
         scale = self.dist.world / max(n_tgt, 1)
+        t = self.cfg.train
+        beta = kl_weight(self.state.step, kind=t.kl_anneal, steps=t.kl_anneal_steps, cycles=t.kl_cycles)
+        # Noise and word dropout draw from a generator seeded by (seed, step, rank): exact on resume.
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.state.step * 101 + self.dist.rank)
         nll_total = 0.0
         for i, batch in enumerate(batches):
-            batch = batch.to(self.device, non_blocking=True)
+            src, tgt_in, tgt_out = batch.src, batch.tgt_in, batch.tgt_out
+            if self.noiser is not None:
+                src, masked = self.noiser(src, gen)
+                if t.loss_on == "masked":
+                    tgt_out = masked_target(tgt_out, masked)
+            if t.word_dropout > 0:
+                tgt_in = word_dropout(tgt_in, t.word_dropout, gen)
+            src, tgt_in, tgt_out = (x.to(self.device, non_blocking=True) for x in (src, tgt_in, tgt_out))
             sync = i == len(batches) - 1 or self.dist.world == 1
             ctx = self.net.no_sync() if (not sync and hasattr(self.net, "no_sync")) else contextlib.nullcontext()
             with ctx:
                 with self.autocast():
-                    out = self.net(batch.src, batch.tgt_in)
-                lo = label_smoothed_nll(out.logits, batch.tgt_out, smoothing=self.cfg.train.label_smoothing)
+                    out = self.net(src, tgt_in)
+                lo = label_smoothed_nll(out.logits, tgt_out, smoothing=t.label_smoothing)
                 loss = lo.loss
                 if out.kl is not None:
-                    loss = loss + out.kl
+                    loss = loss + beta * out.kl
                 self.scaler.scale(loss * scale).backward()
             nll_total += float(lo.nll)
         self.scaler.unscale_(self.optimizer)
@@ -542,6 +564,28 @@ class Trainer:
         if self.cfg.train.patience and st.bad_validations >= self.cfg.train.patience:
             return f"early stopping: no improvement in {st.bad_validations} validations"
         return None
+
+
+def word_dropout(tgt_in: Tensor, p: float, gen: torch.Generator) -> Tensor:
+    """Replace decoder input tokens (not BOS, not padding) by UNK with probability p (Bowman et al. 2016).
+
+    tgt_in (B, T) -> (B, T), a new tensor.
+    """
+    drop = torch.rand(tgt_in.shape, generator=gen) < p  # (B, T)
+    drop[:, 0] = False
+    drop &= tgt_in != PAD_ID
+    return tgt_in.masked_fill(drop, UNK_ID)
+
+
+def masked_target(tgt_out: Tensor, masked: Tensor) -> Tensor:
+    """Keep the targets only where the source was masked (masked autoencoder loss), PAD elsewhere.
+
+    Only meaningful when noise keeps positions aligned (masking/substitution, no drops/infilling):
+    then tgt_out[i] is the clean token at masked source position i.
+    """
+    if masked.shape != tgt_out.shape:
+        raise TrainingError("train.loss_on=masked needs position-preserving noise (mask/substitute only)")
+    return tgt_out.masked_fill(~masked, PAD_ID)
 
 
 def _link_atomic(src: Path, dst: Path) -> None:

@@ -1,0 +1,202 @@
+"""Transformer decoder (Vaswani et al. 2017) with pre-norm layers and incremental, KV-cached decoding.
+
+`step` projects only the new token and appends its keys/values to a per-layer cache; the memory's
+cross-attention keys/values are computed once in `init_state`. Nothing re-runs the prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from seqed.decoders.base import DecoderOutput
+from seqed.embeddings import TokenEmbedding
+from seqed.encoders.transformer import FeedForward, MultiHeadAttention, check_heads
+from seqed.memory import Memory
+
+
+def _rows(tensors: list[Tensor], idx: Tensor) -> list[Tensor]:
+    return [t.index_select(0, idx) for t in tensors]
+
+
+@dataclass
+class TransformerState:
+    """Incremental decoding state.
+
+    Attributes:
+        self_k, self_v: per layer (B, h, t, dh): self-attention keys/values of the t tokens decoded so far.
+        cross_k, cross_v: per layer (B, h, S, dh): memory keys/values, computed once in `init_state`.
+        cross_mask: (B, S) bool, True at real source tokens.
+        length: t, the number of tokens decoded so far (the next token's position).
+        attn: (B, S) last step's cross-attention of the last layer averaged over heads, or None
+            (only computed when the decoder's `need_attn` is set).
+    """
+
+    self_k: list[Tensor]
+    self_v: list[Tensor]
+    cross_k: list[Tensor]
+    cross_v: list[Tensor]
+    cross_mask: Tensor
+    length: int
+    attn: Optional[Tensor] = None
+
+    def index_select(self, idx: Tensor) -> "TransformerState":
+        """Rows `idx` (N,) of the batch, for beam reordering and dropping finished sentences."""
+        return TransformerState(
+            self_k=_rows(self.self_k, idx), self_v=_rows(self.self_v, idx),
+            cross_k=_rows(self.cross_k, idx), cross_v=_rows(self.cross_v, idx),
+            cross_mask=self.cross_mask.index_select(0, idx), length=self.length,
+            attn=None if self.attn is None else self.attn.index_select(0, idx))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm causal self-attention, cross-attention over the memory, feed-forward; each residual."""
+
+    def __init__(self, *, d_model: int, heads: int, ffn_size: int, memory_size: int, dropout: float,
+                 attention_dropout: float):
+        super().__init__()
+        self.self_norm = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model=d_model, heads=heads, dropout=attention_dropout)
+        self.cross_norm = nn.LayerNorm(d_model)
+        self.cross_attn = MultiHeadAttention(d_model=d_model, heads=heads, kv_size=memory_size,
+                                             dropout=attention_dropout)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn = FeedForward(d_model=d_model, ffn_size=ffn_size, dropout=dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor, *,
+                past: Optional[tuple[Tensor, Tensor]] = None,
+                need_attn: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor], Optional[Tensor]]:
+        """One layer over x.
+
+        Args:
+            x: (B, T, D) layer input.
+            cross_k, cross_v: (B, h, S, dh) memory keys/values.
+            cross_mask: (B, 1, 1, S) bool, True at real source tokens.
+            past: cached self-attention (keys, values), each (B, h, t, dh), of the t earlier positions
+                (incremental step: no causal mask is needed, the cache holds no later position), or None
+                for teacher forcing over the whole prefix (causal mask).
+            need_attn: return cross-attention weights.
+
+        Returns:
+            (B, T, D) layer output; self-attention (keys, values) including x's, each (B, h, t+T, dh);
+            (B, T, S) cross-attention weights averaged over heads, or None.
+        """
+        h = self.self_norm(x)
+        k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, h, t+T, dh)
+            v = torch.cat([past[1], v], dim=2)  # (B, h, t+T, dh)
+        y, _ = self.self_attn.attend(self.self_attn.project_q(h), k, v, is_causal=past is None)
+        x = x + self.dropout(y)
+        y, attn = self.cross_attn.attend(self.cross_attn.project_q(self.cross_norm(x)), cross_k, cross_v,
+                                         mask=cross_mask, need_weights=need_attn)
+        x = x + self.dropout(y)
+        return x + self.dropout(self.ffn(self.ffn_norm(x))), (k, v), attn
+
+
+class TransformerDecoder(nn.Module):
+    """Stack of pre-norm Transformer decoder layers, a final LayerNorm and an output projection.
+
+    Args:
+        embedding: target token table (V, E).
+        d_model: model width D.
+        heads: attention heads (divides D).
+        ffn_size: feed-forward inner width.
+        layers: number of layers.
+        memory_size: width of Memory.states (may differ from D, e.g. 2H for a bidirectional RNN).
+        dropout: dropout on embeddings, residual branches and feed-forward activations.
+        attention_dropout: dropout on attention weights.
+        positions: "sinusoidal" or "learned".
+        max_positions: longest target the position table covers.
+        tie_output: share the output projection with `embedding.weight` (Press & Wolf 2017); needs E == D.
+        need_attn: compute cross-attention weights (last layer, averaged over heads) in `forward` and
+            `step`. A plain attribute: set it after construction to turn plots on or off.
+    """
+
+    def __init__(self, *, embedding: nn.Embedding, d_model: int, heads: int, ffn_size: int, layers: int,
+                 memory_size: int, dropout: float = 0.1, attention_dropout: float = 0.0,
+                 positions: str = "sinusoidal", max_positions: int = 1024, tie_output: bool = True,
+                 need_attn: bool = False):
+        super().__init__()
+        check_heads("TransformerDecoder", d_model, heads)
+        if tie_output and embedding.embedding_dim != d_model:
+            raise ValueError(
+                f"TransformerDecoder: tie_output needs embedding size == d_model, got "
+                f"{embedding.embedding_dim} and {d_model}; set tie_output=False or match the sizes")
+        self.embed = TokenEmbedding(embedding=embedding, d_model=d_model, positions=positions,
+                                    max_positions=max_positions, dropout=dropout)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model=d_model, heads=heads, ffn_size=ffn_size, memory_size=memory_size,
+                         dropout=dropout, attention_dropout=attention_dropout)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.output = nn.Linear(d_model, embedding.num_embeddings, bias=False)
+        if tie_output:
+            self.output.weight = embedding.weight
+        self.heads = heads
+        self.d_head = d_model // heads
+        self.need_attn = need_attn
+
+    def forward(self, tokens: Tensor, memory: Memory) -> DecoderOutput:
+        """Teacher forcing over a whole prefix.
+
+        Args:
+            tokens: (B, T) long, starting with BOS (right padding is harmless: causal attention keeps
+                real positions from seeing it).
+            memory: encoder output, states (B, S, memory_size), mask (B, S).
+
+        Returns:
+            DecoderOutput with logits (B, T, V) and, if `need_attn`, attn (B, T, S).
+        """
+        x = self.embed(tokens)  # (B, T, D)
+        cross_mask = memory.mask[:, None, None, :]  # (B, 1, 1, S)
+        attn = None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            cross_k, cross_v = layer.cross_attn.project_kv(memory.states)  # (B, h, S, dh)
+            x, _, a = layer(x, cross_k, cross_v, cross_mask, need_attn=self.need_attn and i == last)
+            attn = a if a is not None else attn
+        return DecoderOutput(logits=self.output(self.norm(x)), attn=attn)
+
+    def init_state(self, memory: Memory) -> TransformerState:
+        """Empty self-attention caches and the memory's cross-attention keys/values, once per sentence."""
+        B = memory.states.size(0)
+        empty = memory.states.new_zeros(B, self.heads, 0, self.d_head)  # (B, h, 0, dh)
+        cross = [layer.cross_attn.project_kv(memory.states) for layer in self.layers]  # (B, h, S, dh) each
+        return TransformerState(
+            self_k=[empty] * len(self.layers), self_v=[empty] * len(self.layers),
+            cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
+            cross_mask=memory.mask, length=0, attn=None)
+
+    def step(self, tokens: Tensor, memory: Memory, state: TransformerState) -> tuple[Tensor, TransformerState]:
+        """Decode one token for every row.
+
+        Args:
+            tokens: (B,) long, the previous tokens (BOS at the first step).
+            memory: encoder output (its keys/values are already in `state`).
+            state: the state after `state.length` tokens.
+
+        Returns:
+            logits (B, V) for the next token, and the new state (caches one token longer).
+        """
+        x = self.embed(tokens.unsqueeze(1), offset=state.length)  # (B, 1, D)
+        cross_mask = state.cross_mask[:, None, None, :]  # (B, 1, 1, S)
+        self_k, self_v, attn = [], [], None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x, (k, v), a = layer(x, state.cross_k[i], state.cross_v[i], cross_mask,
+                                 past=(state.self_k[i], state.self_v[i]),
+                                 need_attn=self.need_attn and i == last)  # k, v (B, h, t+1, dh)
+            self_k.append(k)
+            self_v.append(v)
+            attn = a if a is not None else attn
+        logits = self.output(self.norm(x)).squeeze(1)  # (B, V)
+        new_state = TransformerState(
+            self_k=self_k, self_v=self_v, cross_k=state.cross_k, cross_v=state.cross_v,
+            cross_mask=state.cross_mask, length=state.length + 1,
+            attn=None if attn is None else attn.squeeze(1))  # (B, S)
+        return logits, new_state

@@ -1,0 +1,113 @@
+"""Recurrent encoder: a (bi)directional LSTM or GRU over the embedded source, returning a `Memory`.
+
+Bidirectional encoding follows Bahdanau et al. 2015 (annotations h_j = [h_j_fwd; h_j_bwd]); the optional
+source reversal follows Sutskever et al. 2014, "Sequence to Sequence Learning with Neural Networks".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqed.memory import Memory
+from seqed.vocab import PAD_ID
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def check_cell(name: str, cell: str) -> None:
+    """Raise a clear ValueError unless `cell` is a known recurrent cell."""
+    if cell not in CELLS:
+        raise ValueError(f"{name}: unknown cell {cell!r}; use one of {', '.join(CELLS)}")
+
+
+def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each row's first `lengths[b]` entries; the right padding stays where it is.
+
+    Args:
+        tokens: (B, S, ...) right-padded rows.
+        lengths: (B,) long, real entries per row.
+
+    Returns:
+        (B, S, ...) with row b = tokens[b, L_b-1], ..., tokens[b, 0], then the padding unchanged.
+    """
+    B, S = tokens.shape[:2]
+    pos = torch.arange(S, device=tokens.device).expand(B, S)  # (B, S)
+    lengths = lengths.to(tokens.device).unsqueeze(1)  # (B, 1)
+    idx = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, S)
+    idx = idx.view(B, S, *([1] * (tokens.dim() - 2))).expand_as(tokens)  # (B, S, ...)
+    return tokens.gather(1, idx)
+
+
+class RNNEncoder(nn.Module):
+    """Embed, run a stacked (bi)directional LSTM/GRU over the packed source, return a `Memory`.
+
+    `memory.states` are the top layer's outputs (both directions concatenated), zeros at padding;
+    `memory.code` is the top layer's final hidden state (h, not c, for an LSTM; the forward direction's
+    state after the last real token concatenated with the backward direction's after the first).
+
+    Args:
+        embedding: source token table (V, E).
+        hidden_size: hidden size H per direction.
+        layers: stacked recurrent layers.
+        cell: "lstm" or "gru".
+        bidirectional: run a backward RNN too; outputs are then 2H wide.
+        dropout: dropout on the embeddings and between recurrent layers (training only).
+        reverse_source: reverse each source's real tokens before encoding (Sutskever et al. 2014). The
+            memory then describes the reversed order: states[b, s] belongs to source token L_b-1-s, so
+            attention weights over it read right to left.
+
+    Attributes:
+        output_size: width of memory.states, H * (2 if bidirectional else 1).
+        code_size: width of memory.code, the same.
+    """
+
+    def __init__(self, *, embedding: nn.Embedding, hidden_size: int, layers: int = 1, cell: str = "lstm",
+                 bidirectional: bool = True, dropout: float = 0.0, reverse_source: bool = False):
+        super().__init__()
+        check_cell("RNNEncoder", cell)
+        if layers < 1:
+            raise ValueError(f"RNNEncoder: layers must be >= 1, got {layers}")
+        self.embedding = embedding
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = CELLS[cell](embedding.embedding_dim, hidden_size, num_layers=layers, batch_first=True,
+                               bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.cell = cell
+        self.layers = layers
+        self.hidden_size = hidden_size
+        self.directions = 2 if bidirectional else 1
+        self.reverse_source = reverse_source
+        self.output_size = hidden_size * self.directions
+        self.code_size = self.output_size
+
+    def forward(self, src: Tensor) -> Memory:
+        """Encode a right-padded batch.
+
+        Args:
+            src: (B, S) long, PAD_ID right padding; every row needs at least one real token.
+
+        Returns:
+            Memory with states (B, S, output_size), mask (B, S) = src != PAD_ID, code (B, code_size).
+        """
+        mask = src != PAD_ID  # (B, S)
+        lengths = mask.sum(dim=1)  # (B,)
+        lengths_cpu = lengths.cpu()
+        if bool((lengths_cpu == 0).any()):
+            rows = torch.nonzero(lengths_cpu == 0).flatten().tolist()
+            raise ValueError(f"RNNEncoder: source rows {rows} are empty (only PAD); every source needs at "
+                             f"least one token (e.g. EOS): drop empty lines from the data")
+        if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+            raise ValueError("RNNEncoder: src has PAD before a real token; the encoder expects right padding "
+                             "(real tokens first, PAD_ID only at the end of each row)")
+        if self.reverse_source:
+            src = reverse_padded(src, lengths)  # (B, S)
+        x = self.dropout(self.embedding(src))  # (B, S, E)
+        packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+        out, hidden = self.rnn(packed)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, D*H)
+        h_n = hidden[0] if self.cell == "lstm" else hidden  # (L*D, B, H)
+        B = src.size(0)
+        top = h_n.view(self.layers, self.directions, B, self.hidden_size)[-1]  # (D, B, H)
+        code = top.transpose(0, 1).reshape(B, self.code_size)  # (B, D*H)
+        return Memory(states=states, mask=mask, code=code)

@@ -1,0 +1,350 @@
+"""Decoding: `greedy_search` and batched `beam_search` over any decoder, `Hypothesis`, `LengthPenalty`.
+
+Search only uses ``model.encode(src) -> Memory``, ``model.decoder.init_state(memory)``,
+``model.decoder.step(tokens, memory, state) -> (logits, state)``, ``state.index_select(idx)`` and
+``state.attn``; it never asks which architecture it runs. Both searches keep every live hypothesis
+of every sentence in one batch (B sentences x K beams = B*K rows), call ``step`` once per time step,
+and drop the rows of finished sentences from memory and state so later steps are cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from seqed.memory import Memory
+from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class Hypothesis:
+    """One finished output sequence.
+
+    Attributes:
+        tokens: output ids without BOS and EOS.
+        score: the ranking score, ``log_prob / lp(len(tokens) + 1)`` (see `LengthPenalty`; greedy
+            search uses no penalty, so there score == log_prob).
+        log_prob: sum of the token log-probabilities, EOS included.
+        attn: (len(tokens) + 1, S_real) attention over the real source positions at each output step
+            (the last row is the EOS step), on the CPU; None when the decoder gives no attention.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+    attn: Optional[Tensor] = None
+
+
+@dataclass
+class LengthPenalty:
+    """GNMT length penalty (Wu et al. 2016, https://arxiv.org/abs/1609.08144, eq. 14):
+    lp(Y) = ((5 + |Y|) / 6) ** alpha; alpha = 0 disables it.
+
+    A hypothesis ranks by ``log_prob / lp(|Y|)``, where |Y| counts the output tokens plus EOS. Larger
+    alpha favours longer outputs (alpha = 1 is close to a per-token average).
+    """
+
+    alpha: float = 0.0
+
+    def __call__(self, lengths: Tensor) -> Tensor:
+        """Penalties for output lengths.
+
+        Args:
+            lengths: (...) output lengths |Y| (EOS included), int or float.
+
+        Returns:
+            (...) float penalties, all 1 when alpha = 0.
+        """
+        lengths = torch.as_tensor(lengths, dtype=torch.float32)
+        if self.alpha == 0:
+            return torch.ones_like(lengths)
+        return ((5.0 + lengths) / 6.0) ** self.alpha
+
+
+def max_lengths(src_lengths: Tensor, a: float, b: int, cap: int) -> Tensor:
+    """Output length limits ``floor(a * |src| + b)``, clipped to [0, cap].
+
+    Args:
+        src_lengths: (B,) real source tokens per sentence (EOS included).
+        a: tokens allowed per source token.
+        b: tokens allowed on top.
+        cap: the most any sentence may get.
+
+    Returns:
+        (B,) long: the most output tokens (EOS excluded) per sentence; search forces EOS there.
+    """
+    limits = torch.floor(src_lengths.float() * a + b).long()
+    return limits.clamp(min=0, max=cap)
+
+
+@dataclass
+class _Prefixes:
+    """What each live row has produced so far, aligned by row.
+
+    Attributes:
+        tokens: (N, t) ids generated so far, BOS excluded.
+        attn: (N, t, S) attention of each step so far, (N, t + 1, S) once the current step's row is
+            added; None when the decoder gives no attention.
+    """
+
+    tokens: Tensor
+    attn: Optional[Tensor] = None
+
+    def add_attn(self, step_attn: Optional[Tensor]) -> "_Prefixes":
+        """Append this step's attention (N, S), if any."""
+        if step_attn is None:
+            return self
+        row = step_attn.float().unsqueeze(1)  # (N, 1, S)
+        attn = row if self.attn is None else torch.cat([self.attn, row], dim=1)  # (N, t + 1, S)
+        return replace(self, attn=attn)
+
+    def add_tokens(self, tokens: Tensor) -> "_Prefixes":
+        """Append this step's chosen tokens (N,)."""
+        return replace(self, tokens=torch.cat([self.tokens, tokens.unsqueeze(1)], dim=1))  # (N, t + 1)
+
+    def select(self, rows: Tensor) -> "_Prefixes":
+        attn = None if self.attn is None else self.attn.index_select(0, rows)
+        return _Prefixes(tokens=self.tokens.index_select(0, rows), attn=attn)
+
+
+@dataclass
+class _Live:
+    """Everything a search keeps per live row (N = live sentences x beams), aligned by row.
+
+    Attributes:
+        memory: the encoder memory, N rows (beams of one sentence share identical rows).
+        state: the decoder state, N rows.
+        prefixes: tokens and attention so far.
+        limits: (N,) long, the sentence's length limit: EOS is forced once this many tokens are out.
+    """
+
+    memory: Memory
+    state: Any
+    prefixes: _Prefixes
+    limits: Tensor
+
+    def select(self, rows: Tensor, memory_rows: Optional[Tensor] = None) -> "_Live":
+        """Keep rows `rows` (N',) of state, prefixes and limits.
+
+        Memory rows only differ between sentences, so memory is re-indexed by `memory_rows` (N',)
+        only when sentences are dropped; None keeps it as it is (beams reordered within sentences).
+        """
+        memory = self.memory if memory_rows is None else self.memory.index_select(memory_rows)
+        return _Live(memory=memory, state=self.state.index_select(rows),
+                     prefixes=self.prefixes.select(rows), limits=self.limits.index_select(0, rows))
+
+
+def _check_args(src: Tensor, min_len: int, max_len_cap: int) -> None:
+    if not isinstance(src, Tensor) or src.dim() != 2 or src.dtype not in (torch.long, torch.int):
+        got = f"shape {tuple(src.shape)}, dtype {src.dtype}" if isinstance(src, Tensor) else type(src).__name__
+        raise ValueError(f"search: src must be a (B, S) long tensor of token ids, got {got}")
+    if min_len < 0:
+        raise ValueError(f"search: min_len must be >= 0, got {min_len}")
+    if max_len_cap < 0 or min_len > max_len_cap:
+        raise ValueError(f"search: need 0 <= min_len <= max_len_cap, got min_len={min_len}, "
+                         f"max_len_cap={max_len_cap}; lower min_len or raise max_len_cap")
+
+
+def _start(model, src: Tensor, beams: int, *, max_len_a: float, max_len_b: int, min_len: int,
+           max_len_cap: int) -> _Live:
+    """Encode `src` (B, S) and set up B*beams rows (beams of sentence b at rows b*beams ... b*beams+beams-1)."""
+    memory = model.encode(src)
+    limits = max_lengths((src != PAD_ID).sum(dim=1), max_len_a, max_len_b, max_len_cap)
+    limits = limits.clamp(min=min_len)  # a forced EOS never comes before min_len
+    if beams > 1:
+        expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beams)  # (B*K,)
+        memory = memory.index_select(expand)
+        limits = limits.index_select(0, expand)
+    empty = torch.empty(src.size(0) * beams, 0, dtype=torch.long, device=src.device)  # (B*K, 0)
+    return _Live(memory=memory, state=model.decoder.init_state(memory), prefixes=_Prefixes(empty),
+                 limits=limits)
+
+
+def _next_log_probs(decoder, live: _Live, prev: Tensor, t: int, min_len: int) -> tuple[Tensor, _Live]:
+    """One decoder step for all live rows.
+
+    PAD and BOS are never emitted; EOS is forbidden while fewer than `min_len` tokens are out and forced
+    once a row reaches its limit. Masks are applied after normalisation, so the scores that remain
+    are the model's own log-probabilities.
+
+    Args:
+        decoder: has ``step(tokens, memory, state) -> (logits, state)``.
+        live: the live rows (N).
+        prev: (N,) long, the previous tokens (BOS at t = 0).
+        t: tokens already generated.
+        min_len: fewest output tokens before EOS.
+
+    Returns:
+        ((N, V) float log-probabilities, `live` with the new state and this step's attention).
+    """
+    logits, state = decoder.step(prev, live.memory, live.state)
+    lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+    lprobs[:, [PAD_ID, BOS_ID]] = -math.inf
+    if t < min_len:
+        lprobs[:, EOS_ID] = -math.inf
+    not_eos = torch.arange(lprobs.size(1), device=lprobs.device) != EOS_ID  # (V,)
+    lprobs = lprobs.masked_fill((live.limits <= t).unsqueeze(1) & not_eos, -math.inf)  # (N, V)
+    prefixes = live.prefixes.add_attn(getattr(state, "attn", None))
+    return lprobs, replace(live, state=state, prefixes=prefixes)
+
+
+def _finalize(live: _Live, rows: Tensor, log_probs: Tensor, lp: LengthPenalty) -> list[Hypothesis]:
+    """Hypotheses for live rows `rows` (n,) that end with EOS at this step.
+
+    Args:
+        live: the live rows, with this step's attention already added.
+        rows: (n,) long row indices.
+        log_probs: (n,) total log-probabilities, EOS included.
+        lp: the length penalty used for `score`.
+    """
+    length = live.prefixes.tokens.size(1)
+    penalty = float(lp(length + 1))  # |Y| counts EOS
+    tokens = live.prefixes.tokens.index_select(0, rows).tolist()
+    totals = log_probs.tolist()
+    if live.prefixes.attn is None:
+        attns = [None] * len(tokens)
+    else:
+        attn = live.prefixes.attn.index_select(0, rows).cpu()  # (n, t + 1, S)
+        mask = live.memory.mask.index_select(0, rows).cpu()  # (n, S)
+        attns = [a[:, m] for a, m in zip(attn, mask)]  # (t + 1, S_real) each
+    return [Hypothesis(tokens=tok, score=total / penalty, log_prob=total, attn=a)
+            for tok, total, a in zip(tokens, totals, attns)]
+
+
+def greedy_search(model, src: Tensor, *, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
+                  max_len_cap: int = 512) -> list[list[Hypothesis]]:
+    """Pick the most probable next token at every step; finished sentences leave the batch.
+
+    Args:
+        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step`` (see module docstring).
+        src: (B, S) long source ids, PAD padded.
+        max_len_a, max_len_b, max_len_cap: output length limit per sentence (see `max_lengths`);
+            EOS is forced there.
+        min_len: EOS is forbidden before this many output tokens.
+
+    Returns:
+        B lists (input order) of one `Hypothesis` each; its score is its log_prob (no length penalty).
+    """
+    _check_args(src, min_len, max_len_cap)
+    results: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    if not results:
+        return results
+    no_penalty = LengthPenalty(0.0)
+    with torch.inference_mode():
+        live = _start(model, src, 1, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                      max_len_cap=max_len_cap)
+        active = torch.arange(src.size(0), device=src.device)  # (A,) input index of each live row
+        log_probs = torch.zeros(src.size(0), device=src.device)  # (A,)
+        prev = torch.full((src.size(0),), BOS_ID, dtype=torch.long, device=src.device)  # (A,)
+        t = 0
+        while True:
+            lprobs, live = _next_log_probs(model.decoder, live, prev, t, min_len)  # (A, V)
+            step_lp, prev = lprobs.max(dim=1)  # (A,), (A,)
+            log_probs = log_probs + step_lp
+            done = (prev == EOS_ID) | (live.limits <= t)  # (A,)
+            t += 1
+            if done.any():
+                ended = done.nonzero().squeeze(1)
+                hyps = _finalize(live, ended, log_probs.index_select(0, ended), no_penalty)
+                for b, hyp in zip(active.index_select(0, ended).tolist(), hyps):
+                    results[b].append(hyp)
+                if done.all():
+                    break
+                stay = (~done).nonzero().squeeze(1)  # (A',)
+                active, log_probs, prev = (x.index_select(0, stay) for x in (active, log_probs, prev))
+                live = live.select(stay, stay)
+            live = replace(live, prefixes=live.prefixes.add_tokens(prev))
+    return results
+
+
+def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, length_penalty: float = 1.0,
+                max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
+                max_len_cap: int = 512) -> list[list[Hypothesis]]:
+    """Batched beam search over B*K rows, fairseq-style (Ott et al. 2019, fairseq ``search.py``).
+
+    Each step scores all K*V continuations of a sentence's K beams in one top-k and keeps the best 2K
+    candidates. EOS candidates among the first K end a hypothesis (a lower-ranked EOS would not have
+    made the beam); the K best other candidates stay live, so the beam never runs short.
+
+    Stopping rule (fairseq's): a sentence is done as soon as K hypotheses have ended, or when its length
+    limit forces EOS; its rows then leave the batch. Hypotheses are ranked by
+    ``log_prob / LengthPenalty(length_penalty)(|Y|)`` only once the sentence is done. (The exact rule,
+    "no live beam can still beat the worst ended one", keeps most sentences running to their length
+    limit once alpha > 0; this one does not, and makes beam_size 1 identical to `greedy_search`.)
+
+    Args:
+        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step`` (see module docstring).
+        src: (B, S) long source ids, PAD padded.
+        beam_size: K, live hypotheses per sentence.
+        nbest: hypotheses returned per sentence, 1 <= nbest <= beam_size.
+        length_penalty: GNMT alpha (0 ranks by raw log-probability).
+        max_len_a, max_len_b, max_len_cap: output length limit per sentence (see `max_lengths`);
+            EOS is forced there.
+        min_len: EOS is forbidden before this many output tokens.
+
+    Returns:
+        B lists (input order) of `nbest` hypotheses each, best score first.
+    """
+    _check_args(src, min_len, max_len_cap)
+    if beam_size < 1:
+        raise ValueError(f"beam_search: beam_size must be >= 1, got {beam_size}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"beam_search: need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+    k = beam_size
+    lp = LengthPenalty(length_penalty)
+    finished: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    if not finished:
+        return finished
+    device = src.device
+    with torch.inference_mode():
+        live = _start(model, src, k, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                      max_len_cap=max_len_cap)
+        active = torch.arange(src.size(0), device=device)  # (A,) input index of each live sentence
+        n_ended = torch.zeros(src.size(0), dtype=torch.long, device=device)  # (A,)
+        # the K beams start identical: keep one of them alive so the first top-k has no duplicates
+        scores = torch.full((src.size(0), k), -math.inf, device=device)  # (A, K)
+        scores[:, 0] = 0.0
+        prev = torch.full((src.size(0) * k,), BOS_ID, dtype=torch.long, device=device)  # (A*K,)
+        beam_offsets = torch.arange(k, device=device)  # (K,)
+        rank = torch.arange(2 * k, device=device)  # (2K,)
+        t = 0
+        while True:
+            lprobs, live = _next_log_probs(model.decoder, live, prev, t, min_len)  # (A*K, V)
+            n_sent, vocab = active.numel(), lprobs.size(1)
+            cand = (scores.view(-1, 1) + lprobs).view(n_sent, k * vocab)  # (A, K*V)
+            top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K)
+            top_tok = top_idx % vocab  # (A, 2K)
+            top_rows = top_idx // vocab + (torch.arange(n_sent, device=device) * k).unsqueeze(1)  # (A, 2K)
+            is_eos = top_tok == EOS_ID  # (A, 2K)
+            ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])  # (A, K)
+            if ended.any():
+                sent, pos = ended.nonzero(as_tuple=True)  # row-major: best candidate first per sentence
+                hyps = _finalize(live, top_rows[sent, pos], top_scores[sent, pos], lp)
+                for b, hyp in zip(active.index_select(0, sent).tolist(), hyps):
+                    if len(finished[b]) < k:
+                        finished[b].append(hyp)
+                n_ended += ended.sum(dim=1)
+            # the K best candidates that do not end here go on (each beam adds at most one EOS, so
+            # at least K of the 2K are not EOS); EOS candidates are pushed to the back of the ranking
+            keep = (rank[: top_tok.size(1)] + is_eos * (2 * k)).topk(k, dim=1, largest=False).indices  # (A, K)
+            scores = top_scores.gather(1, keep)  # (A, K)
+            rows = top_rows.gather(1, keep)  # (A, K)
+            prev = top_tok.gather(1, keep)  # (A, K)
+            done = (n_ended >= k) | (live.limits.view(n_sent, k)[:, 0] <= t)  # (A,)
+            t += 1
+            memory_rows = None
+            if done.any():
+                if done.all():
+                    break
+                stay = (~done).nonzero().squeeze(1)  # (A',)
+                active, n_ended, scores, rows, prev = (
+                    x.index_select(0, stay) for x in (active, n_ended, scores, rows, prev))
+                memory_rows = (stay.unsqueeze(1) * k + beam_offsets).view(-1)  # (A'*K,)
+            prev = prev.view(-1)  # (A'*K,)
+            live = live.select(rows.view(-1), memory_rows)
+            live = replace(live, prefixes=live.prefixes.add_tokens(prev))
+    return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]

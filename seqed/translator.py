@@ -1,0 +1,114 @@
+"""`Translator`: sentences in, hypotheses out (tokenise, sort by length, batch, search, restore order)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
+
+from seqed.search import Hypothesis, beam_search, greedy_search
+from seqed.vocab import EOS_ID, PAD_ID
+
+
+class Translator:
+    """Translate sentences with a trained model and its tokenizer.
+
+    Sources are encoded, EOS appended (as in training), sorted by length so each batch holds sentences
+    of similar length, decoded with `beam_search` (`greedy_search` when beam_size is 1), and returned in
+    input order. Empty lines give one empty hypothesis (score 0) without running the model.
+
+    Args:
+        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step``; an ``nn.Module`` is moved to
+            `device` and put in eval mode.
+        tokenizer: has ``encode_src(list[str]) -> list[list[int]]`` and
+            ``decode_tgt(list[list[int]]) -> list[str]``.
+        device: where search runs.
+        beam_size: beams per sentence; 1 runs greedy search.
+        nbest: hypotheses returned per sentence (<= beam_size).
+        length_penalty: GNMT alpha for beam search (see `seqed.search.LengthPenalty`).
+        max_len_a, max_len_b: output length limit ``a * |src| + b`` (|src| counts EOS).
+        min_len: fewest output tokens before EOS.
+        batch_size: sentences per search batch.
+        max_src_len: longest source, EOS included; longer ones are truncated with a warning.
+        progress: show a tqdm bar, one tick per batch.
+        max_len_cap: hard cap on output length (keep it within a decoder's position table).
+    """
+
+    def __init__(self, model, tokenizer, *, device="cpu", beam_size: int = 5, nbest: int = 1,
+                 length_penalty: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
+                 batch_size: int = 64, max_src_len: int = 1024, progress: bool = False,
+                 max_len_cap: int = 512):
+        if beam_size < 1:
+            raise ValueError(f"Translator: beam_size must be >= 1, got {beam_size}")
+        if not 1 <= nbest <= beam_size:
+            raise ValueError(f"Translator: need 1 <= nbest <= beam_size, got nbest={nbest}, "
+                             f"beam_size={beam_size}; raise beam_size for an n-best list")
+        if batch_size < 1:
+            raise ValueError(f"Translator: batch_size must be >= 1, got {batch_size}")
+        if max_src_len < 2:
+            raise ValueError(f"Translator: max_src_len must leave room for a token and EOS (>= 2), "
+                             f"got {max_src_len}")
+        self.device = torch.device(device)
+        if isinstance(model, nn.Module):
+            model = model.to(self.device).eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.beam_size = beam_size
+        self.nbest = nbest
+        self.length_penalty = length_penalty
+        self.limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len, max_len_cap=max_len_cap)
+        self.batch_size = batch_size
+        self.max_src_len = max_src_len
+        self.progress = progress
+
+    def translate(self, sentences: Sequence[str]) -> list[list[Hypothesis]]:
+        """Translate `sentences` to target ids.
+
+        Returns:
+            One list per sentence, in input order: `nbest` hypotheses, best first (one empty
+            hypothesis for an empty line).
+        """
+        sentences = list(sentences)
+        results = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in sentences]
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        sources = self._sources(self.tokenizer.encode_src([sentences[i] for i in todo]) if todo else [])
+        order = sorted(range(len(sources)), key=lambda j: len(sources[j]), reverse=True)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with tqdm(total=len(batches), disable=not self.progress, desc="translate", unit="batch") as bar:
+            for batch in batches:
+                src = pad_sequence([sources[j] for j in batch], batch_first=True, padding_value=PAD_ID)  # (B, S)
+                for j, hyps in zip(batch, self._search(src.to(self.device))):
+                    results[todo[j]] = hyps
+                bar.update(1)
+        return results
+
+    def translate_text(self, sentences: Sequence[str]) -> list[list[tuple[str, float]]]:
+        """Translate `sentences` to detokenized strings.
+
+        Returns:
+            One list per sentence, in input order, of (text, score) pairs, best first.
+        """
+        hyps = self.translate(sentences)
+        flat = [h.tokens for per_sentence in hyps for h in per_sentence]
+        texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
+        return [[(next(texts), h.score) for h in per_sentence] for per_sentence in hyps]
+
+    def _sources(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        """Source ids + EOS as (S_i,) long tensors, truncated to `max_src_len` with a warning."""
+        keep = self.max_src_len - 1
+        n_long = sum(len(s) > keep for s in ids)
+        if n_long:
+            warnings.warn(f"Translator: {n_long} source sentence(s) longer than max_src_len={self.max_src_len} "
+                          f"tokens (EOS included) were truncated; raise max_src_len to keep them whole",
+                          stacklevel=3)
+        return [torch.tensor(s[:keep] + [EOS_ID], dtype=torch.long) for s in ids]
+
+    def _search(self, src: torch.Tensor) -> list[list[Hypothesis]]:
+        if self.beam_size == 1:
+            return greedy_search(self.model, src, **self.limits)
+        return beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
+                           length_penalty=self.length_penalty, **self.limits)
