@@ -41,8 +41,8 @@ class Attention(nn.Module):
                 f"size ({memory_size}, encoder output); use kind='general' or 'bahdanau', or match the sizes")
         if kind != "bahdanau" and attn_size is not None:
             raise ValueError(
-                f"Attention(kind={kind!r}): attn_size applies only to 'bahdanau' (Luong keys have the query's "
-                f"size); leave it None")
+                f"Attention(kind={kind!r}): attn_size applies only to 'bahdanau' (Luong keys have the "
+                f"query's size); leave it None")
         self.kind = kind
         self.query_size = query_size
         self.memory_size = memory_size

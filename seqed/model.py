@@ -120,6 +120,44 @@ def build_model(cfg: Config, src_vocab: int, tgt_vocab: int) -> EncoderDecoder:
     return EncoderDecoder(encoder, decoder, None if m.bottleneck == "memory" else bottleneck)
 
 
+def tie_encoder_decoder(encoder: nn.Module, decoder: nn.Module) -> int:
+    """Share encoder and decoder weights wherever shapes allow (symmetric autoencoders).
+
+    * RNN: every recurrent weight of the decoder whose name and shape match the encoder's (the
+      whole cell for a unidirectional encoder and a code-only decoder of the same size; at least the
+      hidden-to-hidden matrices otherwise).
+    * Transformer: layer i of the decoder uses layer i of the encoder's self-attention,
+      feed-forward block and their layer norms; cross-attention stays the decoder's own.
+
+    Returns:
+        The number of parameter tensors now shared.
+
+    Raises:
+        ConfigError: nothing could be shared (e.g. an RNN encoder with a Transformer decoder).
+    """
+    shared = 0
+    if isinstance(encoder, RNNEncoder) and isinstance(decoder, RNNDecoder):
+        if type(encoder.rnn) is type(decoder.rnn):
+            enc_params = dict(encoder.rnn.named_parameters())
+            for name, param in list(decoder.rnn.named_parameters()):
+                other = enc_params.get(name)
+                if other is not None and other.shape == param.shape:
+                    setattr(decoder.rnn, name, other)  # RNNBase.__setattr__ refreshes its flat weights
+                    shared += 1
+    elif isinstance(encoder, TransformerEncoder) and isinstance(decoder, TransformerDecoder):
+        for enc_layer, dec_layer in zip(encoder.layers, decoder.layers):
+            pairs = (("attn", "self_attn"), ("attn_norm", "self_norm"), ("ffn", "ffn"), ("ffn_norm", "ffn_norm"))
+            for enc_name, dec_name in pairs:
+                enc_mod, dec_mod = getattr(enc_layer, enc_name), getattr(dec_layer, dec_name)
+                if [p.shape for p in enc_mod.parameters()] == [p.shape for p in dec_mod.parameters()]:
+                    setattr(dec_layer, dec_name, enc_mod)
+                    shared += len(list(enc_mod.parameters()))
+    if shared == 0:
+        raise ConfigError("model.tie_encoder_decoder: no encoder and decoder weights have matching shapes "
+                          "(use the same type, hidden size and cell for both, a unidirectional RNN encoder)")
+    return shared
+
+
 def count_parameters(model: nn.Module) -> int:
     """Distinct trainable parameters (shared tensors counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())

@@ -73,9 +73,18 @@ class Translator:
             hypothesis for an empty line).
         """
         sentences = list(sentences)
-        results = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in sentences]
         todo = [i for i, s in enumerate(sentences) if s.strip()]
-        sources = self._sources(self.tokenizer.encode_src([sentences[i] for i in todo]) if todo else [])
+        ids = self.tokenizer.encode_src([sentences[i] for i in todo]) if todo else []
+        results: list[list[Hypothesis]] = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in sentences]
+        for i, hyps in zip(todo, self.translate_ids(ids)):
+            results[i] = hyps
+        return results
+
+    def translate_ids(self, ids: Sequence[Sequence[int]]) -> list[list[Hypothesis]]:
+        """Like `translate`, from source piece ids (no EOS); an empty id list gives an empty hypothesis."""
+        results = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in ids]
+        todo = [i for i, x in enumerate(ids) if len(x)]
+        sources = self._sources([list(ids[i]) for i in todo])
         order = sorted(range(len(sources)), key=lambda j: len(sources[j]), reverse=True)
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         with tqdm(total=len(batches), disable=not self.progress, desc="translate", unit="batch") as bar:

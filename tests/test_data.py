@@ -65,15 +65,16 @@ def test_read_tsv(tmp_path):
         read_tsv(p)
 
 
-@pytest.fixture(autouse=True)
-def _hf_cache_in_tmp(tmp_path, monkeypatch):
-    """Keep the arrow caches `datasets` writes for local files out of the home directory."""
+@pytest.fixture
+def hf_tmp_cache(tmp_path, monkeypatch):
+    """`datasets`, with the arrow caches it writes for local files kept out of the home directory."""
     datasets = pytest.importorskip("datasets")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    return datasets
 
 
 @pytest.fixture
-def translation_jsonl(tmp_path):
+def translation_jsonl(tmp_path, hf_tmp_cache):
     p = tmp_path / "tr.jsonl"
     rows = [{"translation": {"en": f"sentence {i}", "fr": f"phrase {i}"}} for i in range(5)]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -90,8 +91,8 @@ def test_load_hf_local_json_translation(translation_jsonl):
         load_hf("json", data_files=str(translation_jsonl), tgt_lang="de")
 
 
-def test_load_hf_flat_columns_json_and_parquet(tmp_path):
-    datasets = pytest.importorskip("datasets")
+def test_load_hf_flat_columns_json_and_parquet(tmp_path, hf_tmp_cache):
+    datasets = hf_tmp_cache
     p = tmp_path / "flat.jsonl"
     p.write_text("".join(json.dumps({"en": f"e{i}", "fr": f"f{i}", "id": i}) + "\n" for i in range(4)))
     assert load_hf("json", data_files=str(p)) == (["e0", "e1", "e2", "e3"], ["f0", "f1", "f2", "f3"])
@@ -103,7 +104,7 @@ def test_load_hf_flat_columns_json_and_parquet(tmp_path):
         load_hf("parquet", data_files=str(pq))
 
 
-def test_load_hf_local_errors(tmp_path):
+def test_load_hf_local_errors(tmp_path, hf_tmp_cache):
     with pytest.raises(ValueError, match="data_files"):
         load_hf("json")
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):

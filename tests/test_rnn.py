@@ -36,7 +36,8 @@ def encoder(**kw) -> RNNEncoder:
 
 # -- encoder ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell,bidirectional,layers", itertools.product(["lstm", "gru"], [True, False], [1, 2]))
+@pytest.mark.parametrize("cell,bidirectional,layers",
+                         itertools.product(["lstm", "gru"], [True, False], [1, 2]))
 def test_encoder_shapes_masks_and_padding_invariance(cell, bidirectional, layers):
     torch.manual_seed(0)
     enc = encoder(cell=cell, bidirectional=bidirectional, layers=layers)

@@ -211,11 +211,13 @@ class RNNDecoder(nn.Module):
             step_state = RNNState(h, c, None, keys, None)
             if self.scheme == "bahdanau":
                 ctx, a = self.attention(h[-1], keys, values, mask)  # (B, M), (B, S) query s_{t-1}
-                out, h, c = self._rnn(torch.cat([x[:, t], ctx], dim=-1).unsqueeze(1), step_state)  # (B, 1, H)
+                inp = torch.cat([x[:, t], ctx], dim=-1).unsqueeze(1)  # (B, 1, I+M)
+                out, h, c = self._rnn(inp, step_state)  # (B, 1, H)
                 outs.append(out)
                 ctxs.append(ctx.unsqueeze(1))  # (B, 1, M)
             else:
-                out, h, c = self._rnn(torch.cat([x[:, t], feed], dim=-1).unsqueeze(1), step_state)  # (B, 1, H)
+                inp = torch.cat([x[:, t], feed], dim=-1).unsqueeze(1)  # (B, 1, I+E)
+                out, h, c = self._rnn(inp, step_state)  # (B, 1, H)
                 ctx, a = self.attention(out, keys, values, mask)  # (B, 1, M), (B, 1, S)
                 r = self._read([ctx, out], memory)  # (B, 1, E)
                 feed = r.squeeze(1)  # (B, E)
