@@ -73,9 +73,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "Unpickler error" in line),
+                      str(err).splitlines()[0])
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain values "
-            f"(possibly malicious, or not written by seqed). Details: {str(err).splitlines()[0]}") from None
+            f"(possibly malicious, or not written by seqed). {detail}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
             f"{path}: cannot read the checkpoint (truncated or corrupted?): {str(err).splitlines()[0]}. "

@@ -113,8 +113,8 @@ def versions() -> dict:
     import sacrebleu
     import sentencepiece
 
-    return {"seqed": __version__, "torch": torch.__version__, "sentencepiece": sentencepiece.__version__,
-            "sacrebleu": sacrebleu.__version__, "python": platform.python_version(),
+    return {"seqed": __version__, "torch": str(torch.__version__), "sentencepiece": str(sentencepiece.__version__),
+            "sacrebleu": str(sacrebleu.__version__), "python": platform.python_version(),
             "platform": platform.platform()}
 
 
