@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from seqed.dropout import Dropout
+
 
 def _check_range(name: str, offset: int, length: int, max_positions: int) -> None:
     if offset < 0:
@@ -111,7 +113,7 @@ class TokenEmbedding(nn.Module):
         dim = embedding.embedding_dim
         self.project = nn.Linear(dim, d_model, bias=False) if dim != d_model else nn.Identity()
         self.positions = POSITIONS[positions](d_model, max_positions)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, tokens: Tensor, offset: int = 0) -> Tensor:
         """Embed tokens (B, T) long, the first one at position `offset` -> (B, T, D)."""

@@ -349,7 +349,8 @@ class Trainer:
         """One optimizer update over `batches` (gradient accumulation).
 
         Returns:
-            (summed nll, target tokens, source+target tokens, finite) over this rank's micro-batches.
+            (summed label-smoothed loss, target tokens, source+target tokens, finite) over this rank's
+            micro-batches.
         """
         self.net.train()
         n_tgt_local = sum(b.n_tgt_tokens for b in batches)
@@ -367,7 +368,7 @@ class Trainer:
         beta = kl_weight(self.state.step, kind=t.kl_anneal, steps=t.kl_anneal_steps, cycles=t.kl_cycles)
         # Noise and word dropout draw from a generator seeded by (seed, step, rank): exact on resume.
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.state.step * 101 + self.dist.rank)
-        nll_total = 0.0
+        loss_total = 0.0
         for i, batch in enumerate(batches):
             src, tgt_in, tgt_out = batch.src, batch.tgt_in, batch.tgt_out
             if self.noiser is not None:
@@ -387,16 +388,16 @@ class Trainer:
                 if out.kl is not None:
                     loss = loss + beta * out.kl
                 self.scaler.scale(loss * scale).backward()
-            nll_total += float(lo.nll)
+            loss_total += float(lo.loss.detach())
         self.scaler.unscale_(self.optimizer)
         norm = grad_norm_clip(self.model, self.cfg.train.clip)
-        finite = bool(torch.isfinite(norm)) and math.isfinite(nll_total)
+        finite = bool(torch.isfinite(norm)) and math.isfinite(loss_total)
         if finite or self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # the fp16 scaler skips non-finite steps itself
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         n_all = sum(b.n_src_tokens + b.n_tgt_tokens for b in batches)
-        return nll_total, n_tgt_local, n_all, finite
+        return loss_total, n_tgt_local, n_all, finite
 
     @torch.no_grad()
     def validate(self) -> dict:

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from seqed.dropout import Dropout
 from seqed.decoders.base import DecoderOutput
 from seqed.embeddings import TokenEmbedding
 from seqed.encoders.transformer import FeedForward, MultiHeadAttention, check_heads
@@ -65,7 +66,7 @@ class DecoderLayer(nn.Module):
                                              dropout=attention_dropout)
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = FeedForward(d_model=d_model, ffn_size=ffn_size, dropout=dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor, *,
                 past: Optional[tuple[Tensor, Tensor]] = None,
