@@ -1,13 +1,22 @@
-"""Pictures: training curves from a run's log, and source x target attention heatmaps.
+"""Pictures: training curves from a run's log, and source x output attention heatmaps.
 
-matplotlib is an optional extra (`pip install seqed[plot]`); it is imported only here.
+matplotlib is an optional extra (`pip install seqed[plot]`); it is imported only here, and only when a
+picture is drawn.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
+
+from seqed.translator import Translator
+
+EOS_LABEL = "</s>"
 
 
 def _pyplot():
@@ -21,8 +30,19 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training curves
+
+
 def read_log(run_dir: str | Path) -> list[dict]:
-    """The validation records of a run (`train.log.jsonl`)."""
+    """The validation records of a run (`train.log.jsonl`, one JSON object per validation)."""
     path = Path(run_dir) / "train.log.jsonl" if Path(run_dir).is_dir() else Path(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"no training log at {path} (is this a seqed run directory?)")
@@ -32,51 +52,146 @@ def read_log(run_dir: str | Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                raise ValueError(f"{path}:{n}: not a JSON record") from None
+                raise ValueError(f"{path}:{n}: not a JSON record; the log may be damaged: remove that line")
     if not rows:
-        raise ValueError(f"{path} holds no validation records yet")
+        raise ValueError(f"{path} holds no validation records yet: plot after the first validation")
     return rows
 
 
+def _series(rows: list[dict], key: str) -> list[float]:
+    """`key` of every record as floats; NaN where a record lacks it (matplotlib leaves a gap)."""
+    return [float(r[key]) if isinstance(r.get(key), (int, float)) else math.nan for r in rows]
+
+
 def plot_curves(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None) -> Path:
-    """Validation loss and BLEU against steps and against training minutes, one line per run."""
+    """Validation loss and BLEU against update steps and against training minutes, one line per run.
+
+    The top row shows the validation loss (nll per target token) and, dashed, the training loss since the
+    previous validation (`train_loss`: label-smoothed, so it sits above the nll); the bottom row shows
+    validation BLEU. Training minutes are the wall-clock `train_seconds` the trainer logs (validation
+    included).
+
+    Args:
+        run_dirs: run directories (or their train.log.jsonl files).
+        out: image path; the format follows the suffix (.png, .pdf, .svg).
+        labels: one legend label per run (default: the run directory names).
+
+    Returns:
+        the image path.
+    """
+    if labels is not None and len(labels) != len(run_dirs):
+        raise ValueError(f"plot_curves: {len(labels)} labels for {len(run_dirs)} runs")
+    logs = [read_log(run) for run in run_dirs]  # read all first: a bad run fails before drawing
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for i, run in enumerate(run_dirs):
-        rows = read_log(run)
-        label = labels[i] if labels else Path(run).name
-        steps = [r["step"] for r in rows]
-        minutes = [r.get("train_seconds", 0) / 60 for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex="col")
+    for i, (run, rows) in enumerate(zip(run_dirs, logs)):
+        path = Path(run)
+        label = labels[i] if labels else (path.name if path.is_dir() else path.parent.name)
+        steps = [r.get("step", math.nan) for r in rows]
+        minutes = [x / 60 for x in _series(rows, "train_seconds")]
         for col, x in enumerate((steps, minutes)):
-            if any("valid_nll" in r for r in rows):
-                axes[0, col].plot(x, [r.get("valid_nll") for r in rows], marker="o", ms=3, label=label)
-            if any("valid_bleu" in r for r in rows):
-                axes[1, col].plot(x, [r.get("valid_bleu") for r in rows], marker="o", ms=3, label=label)
-    for col, xl in enumerate(("update steps", "training minutes")):
-        axes[0, col].set_ylabel("validation loss (nll / token)")
+            line, = axes[0, col].plot(x, _series(rows, "valid_nll"), marker="o", ms=3, label=f"{label} (valid)")
+            if any("train_loss" in r for r in rows):
+                axes[0, col].plot(x, _series(rows, "train_loss"), ls="--", color=line.get_color(),
+                                  label=f"{label} (train, label-smoothed)")
+            axes[1, col].plot(x, _series(rows, "valid_bleu"), marker="o", ms=3, color=line.get_color(), label=label)
+    for col, xlabel in enumerate(("update steps", "training minutes (wall clock)")):
+        axes[0, col].set_ylabel("loss (nll per token)")
         axes[1, col].set_ylabel("validation BLEU")
+        axes[1, col].set_xlabel(xlabel)
         for row in range(2):
-            axes[row, col].set_xlabel(xl)
             axes[row, col].grid(alpha=0.3)
-    axes[0, 0].legend()
+    axes[0, 0].legend(fontsize=8)
+    axes[1, 0].legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    try:
+        return _save(fig, out)
+    finally:
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+
+
+@dataclass
+class Attention:
+    """The attention of one translated sentence.
+
+    Attributes:
+        weights: (T + 1, S + 1) float32; row t is output step t (the last row the EOS step), column s
+            source piece s in reading order (the last column the source EOS).
+        src_tokens: S + 1 source pieces, EOS last.
+        tgt_tokens: T + 1 output pieces, EOS last.
+        translation: the detokenized output.
+    """
+
+    weights: np.ndarray
+    src_tokens: list[str]
+    tgt_tokens: list[str]
+    translation: str
+
+
+def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: int = 1024,
+                 max_len_a: float = 1.2, max_len_b: int = 10) -> Attention:
+    """Translate `sentence` with greedy search and return the decoder's attention over the source.
+
+    RNN decoders report their attention weights at every step; a Transformer decoder reports the last
+    layer's cross-attention averaged over heads once its `need_attn` is set (done here, then restored).
+    An encoder with `reverse_source` read the source backwards, so its memory position s holds source
+    piece S - s (EOS first): the columns are flipped back into reading order.
+
+    Args:
+        model: an `EncoderDecoder`.
+        tokenizer: the model's `Tokenizer`.
+        sentence: one source sentence.
+        device: where to decode.
+        max_src_len: longest source, EOS included (longer ones are cut).
+        max_len_a, max_len_b: output length limit a * |src| + b.
+
+    Raises:
+        ValueError: an empty sentence, or a decoder without attention (fixed-code RNN).
+    """
+    ids = tokenizer.encode_src([sentence])[0][: max_src_len - 1]
+    if not ids:
+        raise ValueError("the sentence to translate is empty: give a source sentence")
+    decoder = model.decoder
+    had_flag = hasattr(decoder, "need_attn")
+    old = getattr(decoder, "need_attn", None)
+    if had_flag:
+        decoder.need_attn = True
+    try:
+        translator = Translator(model, tokenizer, device=device, beam_size=1, max_src_len=max_src_len,
+                                max_len_a=max_len_a, max_len_b=max_len_b)
+        hyp = translator.translate_ids([ids])[0][0]
+    finally:
+        if had_flag:
+            decoder.need_attn = old
+    if hyp.attn is None:
+        raise ValueError("this model's decoder has no attention (an RNN decoder with attention: none reads "
+                         "only the fixed code): there is nothing to draw")
+    weights = hyp.attn.float().numpy()  # (T + 1, S + 1)
+    if getattr(model.encoder, "reverse_source", False):
+        weights = weights[:, ::-1]  # (T + 1, S + 1), columns back in reading order
+    # id -> piece, keeping SentencePiece's word-start marker; the Tokenizer has no public call for it
+    src_tokens = tokenizer._src.id_to_piece(ids) + [EOS_LABEL]
+    tgt_tokens = (tokenizer._tgt.id_to_piece(hyp.tokens) if hyp.tokens else []) + [EOS_LABEL]
+    return Attention(weights=np.ascontiguousarray(weights), src_tokens=src_tokens, tgt_tokens=tgt_tokens,
+                     translation=tokenizer.decode_tgt([hyp.tokens])[0])
 
 
 def plot_attention(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str], out: str | Path,
                    *, title: str = "") -> Path:
-    """Heatmap of attention weights (T, S): rows are target pieces, columns source pieces."""
-    import numpy as np
+    """Heatmap of attention weights (T, S): rows are output pieces, columns source pieces.
 
-    plt = _pyplot()
+    Returns:
+        the image path.
+    """
     w = np.asarray(weights, dtype=np.float32)
     if w.shape != (len(tgt_tokens), len(src_tokens)):
-        raise ValueError(f"attention of shape {w.shape} does not fit {len(tgt_tokens)} target x "
+        raise ValueError(f"attention of shape {w.shape} does not fit {len(tgt_tokens)} output x "
                          f"{len(src_tokens)} source tokens")
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src_tokens) + 2), max(3, 0.4 * len(tgt_tokens) + 1.5)))
     im = ax.imshow(w, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(float(w.max()), 1e-6))
     ax.set_xticks(range(len(src_tokens)), labels=src_tokens, rotation=60, ha="right")
@@ -84,11 +199,10 @@ def plot_attention(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str]
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    try:
+        return _save(fig, out)
+    finally:
+        plt.close(fig)
