@@ -1,4 +1,5 @@
-"""Autoencoder tools on any trained `EncoderDecoder`: codes, reconstruction metrics, sampling, interpolation.
+"""Autoencoder tools on any trained `EncoderDecoder`: codes, corruption, reconstruction metrics, sampling,
+interpolation.
 
 An autoencoder in seqed is configuration (target = source, a bottleneck, optional noise), so these
 functions work on the same model class as translation; `encode_sentences` works on translation
@@ -7,6 +8,7 @@ models too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -14,15 +16,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqed.bottleneck import latent_memory
 from seqed.data.batching import collate
 from seqed.memory import Memory
+from seqed.noise import FIRST_WORD_ID, NoiseConfig, Noiser
 from seqed.scoring import score
 from seqed.search import Hypothesis, beam_search, greedy_search
-from seqed.vocab import EOS_ID
+from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
 def _src_batches(ids: list[list[int]], batch_size: int, max_len: int):
-    """Yield (positions, src (B, S)) in length order; sources get EOS appended as in training."""
+    """Yield (positions, src (B, S)) in length order; sources get EOS appended as in training.
+
+    `max_len` counts the pieces kept before EOS.
+    """
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for start in range(0, len(order), batch_size):
         pos = order[start: start + batch_size]
@@ -33,8 +40,17 @@ def _src_batches(ids: list[list[int]], batch_size: int, max_len: int):
 @torch.inference_mode()
 def encode_sentences(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 128,
                      device: torch.device | str = "cpu", max_len: int = 1022) -> np.ndarray:
-    """Fixed codes (N, C) float32, in input order: `memory.code` after the bottleneck (the posterior
-    mean for variational models, since the model is in eval mode)."""
+    """Fixed codes of sentences, batched by length and returned in input order.
+
+    The code is `model.encode(src).code`: the encoder's code for translation models and the memory
+    bottleneck, the projected code for `code`, the posterior mean for `variational` (the model is put
+    in eval mode, so nothing is sampled and the result is deterministic).
+
+    Returns:
+        (N, C) float32; (0, 0) for no sentences.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
     model.eval()
     ids = tokenizer.encode_src(list(sentences))
     out: Optional[np.ndarray] = None
@@ -44,6 +60,105 @@ def encode_sentences(model, tokenizer, sentences: Sequence[str], *, batch_size: 
             out = np.zeros((len(ids), code.shape[1]), dtype=np.float32)
         out[pos] = code
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# corruption (pattern completion)
+
+
+def corrupt_ids(ids: Sequence[Sequence[int]], noise: NoiseConfig, *, vocab_size: int, seed: int = 1,
+                mask_id: int = UNK_ID) -> tuple[list[list[int]], list[list[bool]]]:
+    """Corrupt piece-id sentences as training does (the trainer's `Noiser`, mask token UNK).
+
+    Args:
+        ids: N sentences of piece ids, without EOS.
+        noise: the corruptions.
+        vocab_size: source vocabulary size (substitutions draw from it).
+        seed: seed of every random draw; the same seed corrupts the same way.
+        mask_id: the mask token (training uses UNK_ID).
+
+    Returns:
+        noisy: N corrupted id lists, without EOS.
+        masked: per sentence and noisy position, True where a mask token or a substitution sits.
+    """
+    if not ids:
+        return [], []
+    noiser = Noiser(noise, vocab_size=vocab_size, mask_id=mask_id)
+    src = collate([list(x) + [EOS_ID] for x in ids], [[] for _ in ids], list(range(len(ids)))).src  # (N, S)
+    noisy, masked = noiser(src, torch.Generator().manual_seed(seed))  # (N, S'), (N, S')
+    words = (noisy != PAD_ID) & (noisy != EOS_ID)  # (N, S') corrupted words, EOS and padding removed
+    lengths = words.sum(1).tolist()
+    rows, flags = noisy.tolist(), masked.tolist()
+    return [r[:n] for r, n in zip(rows, lengths)], [f[:n] for f, n in zip(flags, lengths)]
+
+
+def keeps_positions(noise: NoiseConfig) -> bool:
+    """True when corrupted position i still holds (a replacement of) clean word i: mask and substitute
+    only, so completion accuracy at the masked positions is defined."""
+    return not (noise.drop or noise.infill or noise.shuffle_k)
+
+
+def completion_accuracy(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]],
+                        masked: Sequence[Sequence[bool]]) -> Optional[float]:
+    """Percentage of masked (or substituted) positions whose reconstruction is the clean piece.
+
+    Only meaningful for position-keeping noise (`keeps_positions`): masked[b][i] refers to ref_ids[b][i].
+    Returns None when nothing was masked.
+    """
+    hits = total = 0
+    for h, r, m in zip(hyp_ids, ref_ids, masked):
+        where = np.flatnonzero(np.asarray(m, dtype=bool)[: len(r)])
+        if len(where) == 0:
+            continue
+        hyp = np.full(len(r), -1, dtype=np.int64)
+        n = min(len(h), len(r))
+        hyp[:n] = np.asarray(h[:n], dtype=np.int64)
+        hits += int((hyp[where] == np.asarray(r, dtype=np.int64)[where]).sum())
+        total += len(where)
+    return round(100 * hits / total, 2) if total else None
+
+
+@torch.inference_mode()
+def fill_masked(model, noisy: Sequence[Sequence[int]], masked: Sequence[Sequence[bool]], *,
+                batch_size: int = 128, device: torch.device | str = "cpu") -> list[list[int]]:
+    """Pattern completion with forced decoding: keep every uncorrupted piece, predict only the masked ones.
+
+    The decoder runs left to right over each corrupted sentence; at an unmasked position it is fed the
+    piece that is there, at a masked position it takes its own most probable word (never a special) and
+    feeds that on. This is how a masked autoencoder (train.loss_on=masked) is used: it was never
+    trained to copy the unmasked pieces or to emit EOS, so free decoding would not be meaningful.
+    Needs position-keeping noise (`keeps_positions`).
+
+    Args:
+        noisy: N corrupted id lists, without EOS.
+        masked: per sentence and position, True where the piece is to be predicted.
+
+    Returns:
+        N id lists of the same lengths: the completions.
+    """
+    model.eval()
+    out: list[list[int]] = [[] for _ in noisy]
+    for pos, src in _src_batches([list(x) for x in noisy], batch_size, 10 ** 9):
+        src = src.to(device)  # (B, S) words EOS PAD
+        B, S = src.shape
+        flags = collate([[int(f) for f in masked[i]] + [0] for i in pos], [[] for _ in pos], pos).src  # (B, S)
+        flags = (flags.to(device) != 0) & (src != PAD_ID) & (src != EOS_ID)  # (B, S) bool
+        memory = model.encode(src)
+        state = model.decoder.init_state(memory)
+        prev = torch.full((B,), BOS_ID, dtype=torch.long, device=device)  # (B,)
+        filled = src.clone()  # (B, S)
+        for t in range(S - 1):  # the last column is EOS or PAD in every row
+            logits, state = model.decoder.step(prev, memory, state)  # (B, V)
+            logits[:, :FIRST_WORD_ID] = -math.inf  # a masked word is a word, never PAD/UNK/BOS/EOS
+            filled[:, t] = torch.where(flags[:, t], logits.argmax(-1), src[:, t])
+            prev = filled[:, t]
+        for row, i in enumerate(pos):
+            out[i] = filled[row, : len(noisy[i])].tolist()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# latents: decoding, interpolation
 
 
 class _FixedMemory:
@@ -58,19 +173,26 @@ class _FixedMemory:
         return self._memory
 
 
-def latent_memory(z: Tensor) -> Memory:
-    """A one-slot memory holding latent vectors z (B, Z), as the code/variational bottlenecks build it."""
-    return Memory(states=z.unsqueeze(1), mask=torch.ones(z.size(0), 1, dtype=torch.bool, device=z.device), code=z)
+def has_latent(model) -> bool:
+    """True for models with a `code` or `variational` bottleneck (a decoder that reads one vector)."""
+    return getattr(model, "bottleneck", None) is not None
+
+
+def is_variational(model) -> bool:
+    return has_latent(model) and hasattr(model.bottleneck, "posterior")
 
 
 @torch.inference_mode()
 def decode_latents(model, z: Tensor, *, beam_size: int = 1, max_len: int = 60) -> list[Hypothesis]:
     """Decode latent vectors z (B, Z) with greedy or beam search; returns the best hypothesis of each."""
-    if getattr(model, "bottleneck", None) is None:
-        raise ValueError("this model has no code/variational bottleneck: sampling needs a latent space "
-                         "(train with model.bottleneck=variational)")
+    if not has_latent(model):
+        raise ValueError("this model has no code/variational bottleneck: decoding a latent vector needs one "
+                         "(train with model.bottleneck=variational or code)")
+    if beam_size < 1 or max_len < 1:
+        raise ValueError(f"beam size and max length must be >= 1, got {beam_size} and {max_len}")
+    model.eval()
     fake = _FixedMemory(model.decoder, latent_memory(z))
-    src = torch.full((z.size(0), 1), EOS_ID, dtype=torch.long, device=z.device)
+    src = torch.full((z.size(0), 1), EOS_ID, dtype=torch.long, device=z.device)  # (B, 1) for the length limit
     kwargs = dict(max_len_a=0.0, max_len_b=max_len, max_len_cap=max_len)
     if beam_size == 1:
         hyps = greedy_search(fake, src, **kwargs)
@@ -80,8 +202,9 @@ def decode_latents(model, z: Tensor, *, beam_size: int = 1, max_len: int = 60) -
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
-    """Spherical interpolation between a and b (D,) (White 2016); linear when they are parallel."""
-    an, bn = a / a.norm(), b / b.norm()
+    """Spherical interpolation between a and b (D,) (White 2016, https://arxiv.org/abs/1609.04468);
+    linear when they are parallel."""
+    an, bn = a / a.norm().clamp(min=1e-12), b / b.norm().clamp(min=1e-12)
     omega = torch.arccos((an * bn).sum().clamp(-1 + 1e-7, 1 - 1e-7))
     if omega.abs() < 1e-4:
         return (1 - t) * a + t * b
@@ -89,13 +212,13 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 
 
 def interpolation_path(za: Tensor, zb: Tensor, steps: int, *, spherical: bool = False) -> Tensor:
-    """`steps` points from za to zb inclusive: (steps, Z)."""
+    """`steps` evenly spaced points from za to zb (Z,), both ends included: (steps, Z)."""
     if steps < 2:
         raise ValueError(f"--steps must be at least 2, got {steps}")
-    ts = torch.linspace(0, 1, steps).tolist()
+    ts = torch.linspace(0, 1, steps, dtype=za.dtype, device=za.device)  # (K,)
     if spherical:
-        return torch.stack([slerp(za, zb, t) for t in ts])
-    return torch.stack([(1 - t) * za + t * zb for t in ts])
+        return torch.stack([slerp(za, zb, float(t)) for t in ts])  # (K, Z)
+    return (1 - ts)[:, None] * za + ts[:, None] * zb  # (K, Z)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,37 +227,55 @@ def interpolation_path(za: Tensor, zb: Tensor, steps: int, *, spherical: bool = 
 
 @dataclass
 class ReconstructionReport:
-    token_accuracy: float   # reference tokens (incl. EOS) reproduced at the same position
-    exact_match: float      # sentences reproduced exactly, in %
+    token_accuracy: float   # reference tokens (incl. EOS) reproduced at the same position, in %
+    exact_match: float      # sentences reproduced exactly (same piece ids), in %
     bleu: float
     chrf: float
     n: int
-    by_length: list[dict]   # the same per source-length bucket
+    by_length: list[dict]   # the same per reference-length bucket (pieces)
     bleu_signature: str = ""
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _token_stats(hyp_ids: list[list[int]], ref_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sentence: correct positions, reference length (+EOS), exact match (0/1)."""
-    correct, total, exact = [], [], []
-    for h, r in zip(hyp_ids, ref_ids):
-        h2, r2 = list(h) + [EOS_ID], list(r) + [EOS_ID]
-        n = min(len(h2), len(r2))
-        correct.append(int(np.sum(np.asarray(h2[:n]) == np.asarray(r2[:n]))))
-        total.append(len(r2))
-        exact.append(int(h == r))
-    return np.array(correct), np.array(total), np.array(exact)
+def _token_stats(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sentence: positions where hyp+EOS equals ref+EOS, reference length (+EOS), exact match (0/1)."""
+    n = len(ref_ids)
+    hyp_len = np.array([len(h) for h in hyp_ids], dtype=np.int64)
+    ref_len = np.array([len(r) for r in ref_ids], dtype=np.int64)
+    width = int(max(hyp_len.max(initial=0), ref_len.max(initial=0))) + 1
+    cols = np.arange(width)
+
+    def padded(seqs, lengths, fill):
+        out = np.full((n, width), fill, dtype=np.int64)  # (N, W)
+        out[cols[None, :] < lengths[:, None]] = np.fromiter((t for s in seqs for t in s), dtype=np.int64,
+                                                             count=int(lengths.sum()))
+        out[np.arange(n), lengths] = EOS_ID
+        return out
+
+    hyp, ref = padded(hyp_ids, hyp_len, -1), padded(ref_ids, ref_len, -2)  # (N, W) each
+    correct = ((hyp == ref) & (cols[None, :] <= ref_len[:, None])).sum(1)  # (N,)
+    exact = ((hyp_len == ref_len) & (correct == ref_len + 1)).astype(np.int64)
+    return correct, ref_len + 1, exact
 
 
-def reconstruction_report(hyp_ids: list[list[int]], ref_ids: list[list[int]], hyp_text: list[str],
-                          ref_text: list[str], *, buckets: Sequence[int] = (5, 10, 15, 20, 30, 50)
-                          ) -> ReconstructionReport:
-    """Token accuracy, exact match, BLEU and chrF, overall and by reference length (in pieces)."""
+def reconstruction_report(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]],
+                          hyp_text: Sequence[str], ref_text: Sequence[str], *,
+                          buckets: Sequence[int] = (5, 10, 15, 20, 30, 50)) -> ReconstructionReport:
+    """Token accuracy, exact match, BLEU and chrF, overall and by reference length (in pieces).
+
+    Raises:
+        ValueError: no sentences, or lists of different lengths.
+    """
+    if not ref_ids:
+        raise ValueError("no sentences to evaluate: the input holds no non-empty line")
+    if not len(hyp_ids) == len(ref_ids) == len(hyp_text) == len(ref_text):
+        raise ValueError(f"{len(hyp_ids)} hypotheses but {len(ref_ids)} references; they must match")
     correct, total, exact = _token_stats(hyp_ids, ref_ids)
     sc = score(hyp_text, ref_text)
-    lengths = np.array([len(r) for r in ref_ids])
+    lengths = total - 1
     edges = [0, *buckets, 10 ** 9]
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -145,40 +286,48 @@ def reconstruction_report(hyp_ids: list[list[int]], ref_ids: list[list[int]], hy
         rows.append({"lengths": f"{lo + 1}-{hi}" if hi < 10 ** 9 else f">{lo}", "n": int(len(sel)),
                      "token_accuracy": round(100 * correct[sel].sum() / total[sel].sum(), 2),
                      "exact_match": round(100 * exact[sel].mean(), 2), "bleu": bs.bleu, "chrf": bs.chrf})
-    return ReconstructionReport(token_accuracy=round(100 * correct.sum() / max(total.sum(), 1), 2),
-                                exact_match=round(100 * exact.mean(), 2) if len(exact) else 0.0,
+    return ReconstructionReport(token_accuracy=round(100 * correct.sum() / total.sum(), 2),
+                                exact_match=round(100 * exact.mean(), 2),
                                 bleu=sc.bleu, chrf=sc.chrf, n=len(ref_ids), by_length=rows,
                                 bleu_signature=sc.bleu_signature)
 
 
 @torch.inference_mode()
 def variational_report(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 128,
-                       device: torch.device | str = "cpu", active_threshold: float = 0.01) -> dict:
-    """Per-sentence KL, reconstruction NLL (one posterior sample, seeded) and ELBO = -(NLL + KL), and
-    active units: latent dimensions whose posterior mean varies across the data by more than
-    `active_threshold` (Burda et al. 2016)."""
+                       device: torch.device | str = "cpu", active_threshold: float = 0.01,
+                       max_len: int = 1022, seed: int = 0) -> dict:
+    """KL, reconstruction NLL and ELBO of a variational autoencoder, and its active units.
+
+    Per sentence, in nats: KL(q(z|x) || N(0, I)) in closed form; NLL = -log p(x|z) for one posterior
+    sample z (seeded, so the report is reproducible); ELBO = -(NLL + KL), a lower bound on log p(x).
+    Active units: latent dimensions whose posterior mean varies across the data by more than
+    `active_threshold` (Burda et al. 2016, https://arxiv.org/abs/1509.00519, sec. 5.2).
+    """
     from seqed.losses import label_smoothed_nll
 
-    if getattr(model, "bottleneck", None) is None or not hasattr(model.bottleneck, "posterior"):
+    if not is_variational(model):
         raise ValueError("variational metrics need a model trained with model.bottleneck=variational")
     model.eval()
     ids = tokenizer.encode_src(list(sentences))
+    if not ids:
+        raise ValueError("no sentences to evaluate")
     kl_sum, nll_sum, mus = 0.0, 0.0, []
     gen_state = torch.get_rng_state()
-    torch.manual_seed(0)
-    for pos, src in _src_batches(ids, batch_size, 1022):
-        src = src.to(device)
-        memory = model.encoder(src)
-        enc = model.bottleneck(memory, sample=True)
-        tgt = [ids[i][:1022] for i in pos]
-        batch = collate(tgt, tgt, list(range(len(pos))))
-        out = model.decoder(batch.tgt_in.to(device), enc.memory)
-        nll_sum += float(label_smoothed_nll(out.logits, batch.tgt_out.to(device)).nll)
-        kl_sum += float(enc.kl_raw)
-        mus.append(enc.mu.float().cpu())
-    torch.set_rng_state(gen_state)
+    torch.manual_seed(seed)
+    try:
+        for pos, src in _src_batches(ids, batch_size, max_len):
+            src = src.to(device)
+            enc = model.bottleneck(model.encoder(src), sample=True)
+            tgt = [ids[i][:max_len] for i in pos]
+            batch = collate(tgt, tgt, list(range(len(pos))))
+            out = model.decoder(batch.tgt_in.to(device), enc.memory)
+            nll_sum += float(label_smoothed_nll(out.logits, batch.tgt_out.to(device)).nll)
+            kl_sum += float(enc.kl_raw)
+            mus.append(enc.mu.float().cpu())
+    finally:
+        torch.set_rng_state(gen_state)
     mu = torch.cat(mus)  # (N, Z)
-    var = mu.var(dim=0, unbiased=True) if mu.size(0) > 1 else torch.zeros(mu.size(1))
-    n = max(len(ids), 1)
+    var = mu.var(dim=0, unbiased=True) if mu.size(0) > 1 else torch.zeros(mu.size(1))  # (Z,)
+    n = len(ids)
     return {"kl": kl_sum / n, "nll": nll_sum / n, "elbo": -(kl_sum + nll_sum) / n,
-            "active_units": int((var > active_threshold).sum()), "latent_dim": int(mu.size(1)), "n": len(ids)}
+            "active_units": int((var > active_threshold).sum()), "latent_dim": int(mu.size(1)), "n": n}

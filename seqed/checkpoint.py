@@ -87,6 +87,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a killed `save_atomic` (or link) left behind in `directory`.
+
+    Only call this when no other process writes checkpoints there.
+
+    Returns:
+        the deleted paths.
+    """
+    stale = [p for p in Path(directory).glob(".checkpoint_*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def step_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """`checkpoint_<step>.pt` files in `directory`, oldest step first."""
     found = []

@@ -11,13 +11,14 @@ import itertools
 import os
 import signal
 import sys
+import warnings
 from typing import Iterator, Optional, Sequence, TextIO
 
 EPILOG_TRAIN = """examples:
   seqed train recipes/demo/transformer.yaml
   seqed train my.yaml model.encoder.layers=2 train.lr=1e-3 out_dir=runs/small
   seqed train my.yaml out_dir=runs/small --resume     # continue an interrupted run exactly
-  torchrun --nproc_per_node 4 -m seqed train my.yaml   # data-parallel on 4 GPUs
+  torchrun --standalone --nproc_per_node 4 -m seqed train my.yaml   # data-parallel on 4 GPUs (docs/distributed.md)
 """
 
 
@@ -97,12 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train; a run stopped by SIGINT/SIGTERM saves a checkpoint and exits with 128 + the signal number."""
+    import shlex
+
     from seqed.config import load_config
-    from seqed.train import train
+    from seqed.train import Trainer
 
     cfg = load_config(args.config, args.overrides)
-    train(cfg, resume=args.resume, progress=not args.no_progress)
-    return 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        again = "the same torchrun command, with --resume"
+    else:
+        again = shlex.join(["seqed", "train", args.config, *args.overrides,
+                            *(["--no-progress"] if args.no_progress else []), "--resume"])
+    trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress, resume_command=again)
+    trainer.run()
+    return 128 + trainer.stop_signal if trainer.stop_signal else 0
 
 
 def _open_in(path: str) -> TextIO:
@@ -111,6 +121,35 @@ def _open_in(path: str) -> TextIO:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"input file not found: {path}")
     return open(path, encoding="utf-8", newline=None)
+
+
+def _check_input(path: str) -> None:
+    """Fail early (before loading a model) on a missing input; pipes such as <(cmd) or /dev/stdin are fine."""
+    if path == "-":
+        return
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input file not found: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"input {path} is a directory; give a text file, one sentence per line")
+
+
+def _input_lines(path: str) -> Iterator[str]:
+    """Lines of a UTF-8 file (or stdin for "-") without "\\n" / "\\r\\n"; bad bytes raise ValueError with file:line."""
+    _check_input(path)
+    handle = sys.stdin.buffer if path == "-" else open(path, "rb")
+    name = "<stdin>" if path == "-" else path
+    try:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{name}:{number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                 f"{err.start + 1}); convert the input first, e.g. with iconv -f latin1 -t utf-8"
+                                 ) from None
+            yield line.rstrip("\r\n")
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
 
 
 def _open_out(path: str) -> TextIO:
@@ -144,17 +183,22 @@ def load_translator(args: argparse.Namespace, progress: bool):
                       max_len_b=s.max_len_b if args.max_len_b is None else args.max_len_b,
                       min_len=s.min_len if args.min_len is None else args.min_len,
                       batch_size=args.batch_size or s.batch_size,
-                      max_src_len=loaded.config.model.max_positions - 2, progress=progress)
+                      max_src_len=loaded.config.model.max_positions - 2, progress=progress,
+                      max_len_cap=loaded.config.model.max_positions - 1)  # BOS + outputs fit the positions
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    src = _open_in(args.input)
+    """Output line i is the translation of input line i: empty lines stay empty, over-long ones are
+    truncated with a warning, none is dropped."""
+    _check_input(args.input)
+    if args.buffer_size is not None and args.buffer_size < 1:
+        raise ValueError(f"--buffer-size must be positive, got {args.buffer_size}")
     interactive = args.input == "-" and sys.stdin.isatty()
     size = args.buffer_size or (1 if interactive else 2000)
     translator = load_translator(args, progress=args.input != "-" and args.output != "-")
     out = _open_out(args.output)
     try:
-        for chunk in _chunks((line.rstrip("\r\n") for line in src), size):
+        for chunk in _chunks(_input_lines(args.input), size):
             results = translator.translate_text(chunk)
             base = 0
             for i, nbest in enumerate(results):
@@ -215,7 +259,7 @@ def _register_extra(sub_parsers) -> None:
     """Commands defined in other modules (autoencoders, data preparation, plots)."""
     import importlib
 
-    for module in ("seqed.cli_extra",):
+    for module in ("seqed.cli_extra", "seqed.cli_data"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -225,7 +269,20 @@ def _register_extra(sub_parsers) -> None:
         mod.register(sub_parsers)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """seqed's own warnings as one `seqed: warning: ...` line; other libraries' as Python shows them."""
+    if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+        print(f"seqed: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     _register_extra(sub)
@@ -246,7 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("seqed: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
-    except (FileNotFoundError, IsADirectoryError, ConfigError, CheckpointError, ValueError) as err:
+    except (OSError, ConfigError, CheckpointError, ValueError) as err:
+        # OSError: missing or unreadable files, a full disk, permissions (BrokenPipeError is handled above).
         if os.environ.get("SEQED_DEBUG"):
             raise
         print(f"seqed: error: {err}", file=sys.stderr)
@@ -254,7 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RuntimeError as err:
         from seqed.train import TrainingError
 
-        if isinstance(err, TrainingError):
+        if isinstance(err, TrainingError) and not os.environ.get("SEQED_DEBUG"):
             print(f"seqed: error: {err}", file=sys.stderr)
             return 2
         raise

@@ -9,6 +9,10 @@ import sys
 from seqed.cli import _add_search_args, _chunks, _open_in, _open_out, load_translator
 
 
+FILL_HELP = ("with --noise mask=...: keep the uncorrupted pieces and predict only the masked ones (forced "
+             "decoding); use it for models trained with train.loss_on=masked")
+
+
 def register(sub) -> None:
     p = sub.add_parser("encode", help="write the fixed code of every sentence to a .npy file",
                        description="Encode one sentence per line into its fixed code vector (memory.code after "
@@ -17,8 +21,8 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
     p.add_argument("-o", "--output", required=True, help="output .npy file, float32 (N, C)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=128, help="sentences per batch (default 128)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("reconstruct", help="rebuild (or complete corrupted) sentences with an autoencoder",
@@ -30,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.add_argument("--noise", default="", help="corruption spec, e.g. 'mask=0.15' or 'drop=0.1,shuffle_k=3'")
     p.add_argument("--seed", type=int, default=1, help="seed of the corruption")
+    p.add_argument("--fill", action="store_true", help=FILL_HELP)
     _add_search_args(p)
     p.set_defaults(func=cmd_reconstruct, nbest=1)
 
@@ -45,8 +50,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("interpolate", help="decode points on the line between two sentences' codes",
-                       description="Encode sentences A and B (posterior means), walk K evenly spaced points "
-                                   "from A to B (linear, or --slerp) and decode each point.")
+                       description="Encode sentences A and B (posterior means of a variational model, or the "
+                                   "codes of a code-bottleneck model), walk K evenly spaced points from A to B "
+                                   "(linear, or --slerp) and decode each point: lines 'T<TAB>TEXT'.")
     p.add_argument("--checkpoint", "-c", required=True)
     p.add_argument("sentence_a")
     p.add_argument("sentence_b")
@@ -60,11 +66,14 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="reconstruction metrics of an autoencoder on a text file",
                        description="Token accuracy, exact match, BLEU and chrF of reconstructions, overall and by "
                                    "sentence length; for variational models also KL, NLL, ELBO and active "
-                                   "units. With --noise, metrics of completing corrupted inputs.")
+                                   "units. With --noise, metrics of completing corrupted inputs, the same "
+                                   "metrics of the corrupted input itself (noisy_input), and for mask/substitute "
+                                   "noise the completion accuracy at the corrupted positions.")
     p.add_argument("--checkpoint", "-c", required=True)
     p.add_argument("-i", "--input", required=True, help="one sentence per line")
     p.add_argument("--noise", default="", help="corrupt inputs first, e.g. mask=0.15")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of the corruption")
+    p.add_argument("--fill", action="store_true", help=FILL_HELP)
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
     _add_search_args(p)
     p.set_defaults(func=cmd_evaluate, nbest=1)
@@ -81,38 +90,58 @@ def cmd_encode(args: argparse.Namespace) -> int:
     lines = [line.rstrip("\r\n") for line in src]
     vectors = encode_sentences(loaded.model, loaded.tokenizer, lines, batch_size=args.batch_size,
                                device=loaded.device, max_len=loaded.config.model.max_positions - 2)
-    np.save(args.output, vectors)
+    with open(args.output, "wb") as f:  # np.save(path) would append ".npy" to other names
+        np.save(f, vectors)
     print(f"wrote {vectors.shape[0]} codes of size {vectors.shape[1] if vectors.ndim == 2 else 0} to "
           f"{args.output}", file=sys.stderr)
     return 0
 
 
-def _corrupt(translator, lines: list[str], spec: str, seed: int) -> tuple[list[list[int]], list[str]]:
-    """Token ids of the corrupted inputs and their text, with the model's own tokenizer."""
-    import torch
+def _noise(args: argparse.Namespace):
+    """The parsed --noise (a NoiseConfig, or None without it); checked before any model is loaded."""
+    from seqed.autoencoder import keeps_positions
+    from seqed.noise import parse_noise
 
-    from seqed.data.batching import collate
-    from seqed.noise import Noiser, parse_noise
-    from seqed.vocab import EOS_ID, PAD_ID, UNK_ID
+    noise = parse_noise(args.noise) if args.noise else None
+    # Forced decoding knows where the masks are; with substitutions that would tell it which words are wrong.
+    if args.fill and not (noise is not None and noise.mask > 0 and not noise.substitute and keeps_positions(noise)):
+        raise ValueError(f"--fill predicts masked pieces in place: it needs --noise with masking only, e.g. "
+                         f"--noise mask=0.15; got --noise {args.noise!r}")
+    return noise
+
+
+def _corrupt(translator, lines: list[str], noise, seed: int):
+    """Corrupt `lines` with the model's own tokenizer as training does.
+
+    Returns:
+        (noisy ids, masked flags per noisy position, noisy text).
+    """
+    from seqed.autoencoder import corrupt_ids
 
     tok = translator.tokenizer
-    ids = tok.encode_src(lines)
-    noiser = Noiser(parse_noise(spec), vocab_size=tok.src_vocab_size, mask_id=UNK_ID)
-    src = collate([x + [EOS_ID] for x in ids], [[] for _ in ids], list(range(len(ids)))).src
-    noisy, _ = noiser(src, torch.Generator().manual_seed(seed))
-    out = [[t for t in row.tolist() if t not in (PAD_ID, EOS_ID)] for row in noisy]
-    return out, [tok.decode_src([o])[0] if o else "" for o in out]
+    noisy, masked = corrupt_ids(tok.encode_src(lines), noise, vocab_size=tok.src_vocab_size, seed=seed)
+    return noisy, masked, tok.decode_src(noisy) if noisy else []
+
+
+def _rebuild(translator, noisy_ids: list[list[int]], masked: list[list[bool]], fill: bool) -> list[list[int]]:
+    """Rebuilt piece ids of corrupted inputs: free decoding, or forced decoding of the masked pieces."""
+    if fill:
+        from seqed.autoencoder import fill_masked
+
+        return fill_masked(translator.model, noisy_ids, masked, batch_size=translator.batch_size,
+                           device=translator.device)
+    return [h[0].tokens for h in translator.translate_ids(noisy_ids)]
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    noise = _noise(args)
     translator = load_translator(args, progress=args.input != "-" and args.output != "-")
     out = _open_out(args.output)
     try:
         for chunk in _chunks((line.rstrip("\r\n") for line in _open_in(args.input)), 2000):
-            if args.noise:
-                noisy_ids, noisy_text = _corrupt(translator, chunk, args.noise, args.seed)
-                hyps = translator.translate_ids(noisy_ids)
-                texts = translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+            if noise is not None:
+                noisy_ids, masked, noisy_text = _corrupt(translator, chunk, noise, args.seed)
+                texts = translator.tokenizer.decode_tgt(_rebuild(translator, noisy_ids, masked, args.fill))
                 for corrupted, rebuilt in zip(noisy_text, texts):
                     out.write(f"{corrupted}\t{rebuilt}\n")
             else:
@@ -128,17 +157,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from seqed.autoencoder import decode_latents
+    from seqed.autoencoder import decode_latents, is_variational
     from seqed.inference import load_model
 
     if args.n <= 0:
         raise ValueError(f"-n must be positive, got {args.n}")
+    if not args.temperature >= 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     loaded = load_model(args.checkpoint, device=args.device)
-    bottleneck = loaded.model.bottleneck
-    if bottleneck is None or not hasattr(bottleneck, "posterior"):
-        raise ValueError(f"{args.checkpoint}: sampling needs a variational model (model.bottleneck=variational)")
+    if not is_variational(loaded.model):
+        raise ValueError(f"{args.checkpoint}: sampling from the prior needs a variational model "
+                         f"(train with model.bottleneck=variational)")
     gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, bottleneck.code_size, generator=gen) * args.temperature
+    z = torch.randn(args.n, loaded.model.bottleneck.code_size, generator=gen) * args.temperature  # (N, Z)
     hyps = decode_latents(loaded.model, z.to(loaded.device), beam_size=args.beam, max_len=args.max_len)
     for text in loaded.tokenizer.decode_tgt([h.tokens for h in hyps]):
         print(text)
@@ -146,12 +177,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from seqed.autoencoder import decode_latents, encode_sentences, interpolation_path
     import torch
 
+    from seqed.autoencoder import decode_latents, encode_sentences, has_latent, interpolation_path
     from seqed.inference import load_model
 
+    if args.steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {args.steps}")
     loaded = load_model(args.checkpoint, device=args.device)
+    if not has_latent(loaded.model):
+        raise ValueError(f"{args.checkpoint}: interpolation needs a latent space: a model trained with "
+                         f"model.bottleneck=variational (or code)")
     codes = torch.from_numpy(encode_sentences(loaded.model, loaded.tokenizer, [args.sentence_a, args.sentence_b],
                                               device=loaded.device))
     path = interpolation_path(codes[0], codes[1], args.steps, spherical=args.slerp)
@@ -163,24 +199,38 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seqed.autoencoder import reconstruction_report, variational_report
+    from seqed.autoencoder import (completion_accuracy, is_variational, keeps_positions, reconstruction_report,
+                                   variational_report)
 
+    noise = _noise(args)
     translator = load_translator(args, progress=True)
     lines = [line.rstrip("\r\n") for line in _open_in(args.input)]
     lines = [x for x in lines if x.strip()]
+    if not lines:
+        raise ValueError(f"{args.input}: no non-empty line to evaluate")
     tok = translator.tokenizer
     ref_ids = tok.encode_tgt(lines)
-    if args.noise:
-        noisy_ids, _ = _corrupt(translator, lines, args.noise, args.seed)
-        hyps = translator.translate_ids(noisy_ids)
+    report: dict = {}
+    if noise is not None:
+        noisy_ids, masked, noisy_text = _corrupt(translator, lines, noise, args.seed)
+        hyp_ids = _rebuild(translator, noisy_ids, masked, args.fill)
     else:
-        hyps = translator.translate(lines)
-    hyp_ids = [h[0].tokens for h in hyps]
-    report = reconstruction_report(hyp_ids, ref_ids, tok.decode_tgt(hyp_ids), lines).to_dict()
-    model = translator.model
-    if getattr(model, "bottleneck", None) is not None and hasattr(model.bottleneck, "posterior"):
-        report["variational"] = variational_report(model, tok, lines, device=translator.device)
-    report.update(checkpoint=args.checkpoint, input=args.input, noise=args.noise, beam=translator.beam_size)
+        hyp_ids = [h[0].tokens for h in translator.translate(lines)]
+    report.update(reconstruction_report(hyp_ids, ref_ids, tok.decode_tgt(hyp_ids), lines).to_dict())
+    if noise is not None:
+        # The corrupted input itself, scored as if it were the output: what denoising has to beat.
+        baseline = reconstruction_report(noisy_ids, ref_ids, noisy_text, lines).to_dict()
+        report["noisy_input"] = {k: baseline[k] for k in ("token_accuracy", "exact_match", "bleu", "chrf")}
+        if keeps_positions(noise):
+            # Pattern completion: the masked/substituted pieces rebuilt correctly.
+            report["completion_accuracy"] = completion_accuracy(hyp_ids, ref_ids, masked)
+            report["masked_tokens"] = int(sum(sum(m) for m in masked))
+    if is_variational(translator.model):
+        report["variational"] = variational_report(translator.model, tok, lines, device=translator.device,
+                                                   max_len=translator.max_src_len - 1)
+    report.update(checkpoint=args.checkpoint, input=args.input, noise=args.noise, seed=args.seed,
+                  decoding="fill" if args.fill else ("greedy" if translator.beam_size == 1 else "beam"),
+                  beam=translator.beam_size)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -151,6 +151,7 @@ class TrainConfig:
     log_every: int = 50
     pad_to_multiple: int = 1
     max_bad_steps: int = 20     # consecutive non-finite losses before training stops
+    skip_oom: bool = False      # CUDA out of memory on a batch: skip it (single process) instead of stopping
     kl_anneal: str = "linear"   # variational: none | linear | cyclical
     kl_anneal_steps: int = 2000
     kl_cycles: int = 4
@@ -237,6 +238,9 @@ class Config:
             raise ConfigError(f"data.noise: {err}") from None
         if self.model.code_dim < 0 or self.model.free_bits < 0:
             raise ConfigError("model.code_dim and model.free_bits must be >= 0")
+        if self.train.kl_anneal_steps < 0 or self.train.kl_cycles < 1:
+            raise ConfigError(f"train.kl_anneal_steps must be >= 0 and train.kl_cycles >= 1, got "
+                              f"{self.train.kl_anneal_steps} and {self.train.kl_cycles}")
         if self.model.bottleneck != "memory" and self.model.decoder.type == "rnn" \
                 and self.model.decoder.attention != "none":
             raise ConfigError(

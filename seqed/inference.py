@@ -41,13 +41,17 @@ def load_model(path: str, device: str = "auto") -> LoadedModel:
         cfg = config_from_dict(state["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: its stored config is invalid: {err}") from None
-    tokenizer = Tokenizer.from_dict(state["tokenizer"])
+    try:
+        tokenizer = Tokenizer.from_dict(state.get("tokenizer"))
+    except (ValueError, RuntimeError, TypeError, KeyError) as err:  # RuntimeError: SentencePiece parse error
+        raise CheckpointError(f"{path}: its tokenizer cannot be read (corrupted?): {str(err).splitlines()[0]}"
+                              ) from None
     model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: weights do not match the stored architecture/vocabulary: "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{str(err).splitlines()[0]}. Was the file edited or assembled by hand?") from None
     dev = pick_device(device)
     model.to(dev).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=cfg, device=dev,

@@ -155,13 +155,16 @@ def _start(model, src: Tensor, beams: int, *, max_len_a: float, max_len_b: int, 
     memory = model.encode(src)
     limits = max_lengths((src != PAD_ID).sum(dim=1), max_len_a, max_len_b, max_len_cap)
     limits = limits.clamp(min=min_len)  # a forced EOS never comes before min_len
+    # The state starts from the B sentences and is then expanded, so that a decoder whose state
+    # depends on the source row only (cached cross-attention keys) can tell beam reorders apart.
+    state = model.decoder.init_state(memory)
     if beams > 1:
         expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beams)  # (B*K,)
         memory = memory.index_select(expand)
         limits = limits.index_select(0, expand)
+        state = state.index_select(expand)
     empty = torch.empty(src.size(0) * beams, 0, dtype=torch.long, device=src.device)  # (B*K, 0)
-    return _Live(memory=memory, state=model.decoder.init_state(memory), prefixes=_Prefixes(empty),
-                 limits=limits)
+    return _Live(memory=memory, state=state, prefixes=_Prefixes(empty), limits=limits)
 
 
 def _next_log_probs(decoder, live: _Live, prev: Tensor, t: int, min_len: int) -> tuple[Tensor, _Live]:

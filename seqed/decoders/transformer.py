@@ -43,14 +43,24 @@ class TransformerState:
     cross_mask: Tensor
     length: int
     attn: Optional[Tensor] = None
+    src_rows: Optional[Tensor] = None
 
     def index_select(self, idx: Tensor) -> "TransformerState":
-        """Rows `idx` (N,) of the batch, for beam reordering and dropping finished sentences."""
+        """Rows `idx` (N,) of the batch, for beam reordering and dropping finished sentences.
+
+        The cross-attention caches depend only on which source sentence a row decodes (`src_rows`,
+        (N,)): a beam reorder that keeps every row on its sentence leaves them untouched instead of
+        copying (B*K, h, S, dh) tensors per layer at every step.
+        """
+        src_rows = self.src_rows.index_select(0, idx)
+        same_sources = src_rows.shape == self.src_rows.shape and bool(torch.equal(src_rows, self.src_rows))
+        cross_k = self.cross_k if same_sources else _rows(self.cross_k, idx)
+        cross_v = self.cross_v if same_sources else _rows(self.cross_v, idx)
+        cross_mask = self.cross_mask if same_sources else self.cross_mask.index_select(0, idx)
         return TransformerState(
             self_k=_rows(self.self_k, idx), self_v=_rows(self.self_v, idx),
-            cross_k=_rows(self.cross_k, idx), cross_v=_rows(self.cross_v, idx),
-            cross_mask=self.cross_mask.index_select(0, idx), length=self.length,
-            attn=None if self.attn is None else self.attn.index_select(0, idx))
+            cross_k=cross_k, cross_v=cross_v, cross_mask=cross_mask, length=self.length,
+            attn=None if self.attn is None else self.attn.index_select(0, idx), src_rows=src_rows)
 
 
 class DecoderLayer(nn.Module):
@@ -171,7 +181,8 @@ class TransformerDecoder(nn.Module):
         return TransformerState(
             self_k=[empty] * len(self.layers), self_v=[empty] * len(self.layers),
             cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
-            cross_mask=memory.mask, length=0, attn=None)
+            cross_mask=memory.mask, length=0, attn=None,
+            src_rows=torch.arange(B, device=memory.states.device))
 
     def step(self, tokens: Tensor, memory: Memory, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """Decode one token for every row.
@@ -199,5 +210,5 @@ class TransformerDecoder(nn.Module):
         new_state = TransformerState(
             self_k=self_k, self_v=self_v, cross_k=state.cross_k, cross_v=state.cross_v,
             cross_mask=state.cross_mask, length=state.length + 1,
-            attn=None if attn is None else attn.squeeze(1))  # (B, S)
+            attn=None if attn is None else attn.squeeze(1), src_rows=state.src_rows)  # attn (B, S)
         return logits, new_state
