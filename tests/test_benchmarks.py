@@ -69,6 +69,14 @@ def test_md_table_formats_numbers():
     assert table.splitlines()[2] == "| 2,450 | 0.123 | 12,345 | 36.46 |"
 
 
+def test_data_dir_honours_seqed_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQED_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(benchlib.BenchError, match="nowhere"):
+        benchlib.data_dir()  # a SEQED_DATA set on purpose never falls back to other data
+    monkeypatch.setenv("SEQED_DATA", str(make_multi30k(tmp_path / "data")))
+    assert benchlib.data_dir() == tmp_path / "data"
+
+
 def test_readme_has_a_section_per_script():
     text = (BENCH / "README.md").read_text(encoding="utf-8")
     for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu"):
