@@ -149,7 +149,8 @@ class TrainConfig:
     device: str = "auto"        # auto | cpu | cuda | cuda:N
     threads: int = 0            # torch intra-op threads on CPU; 0 = torch default
     log_every: int = 50
-    pad_to_multiple: int = 1
+    pad_to_multiple: int = 1    # round batch shapes up to a multiple (8 helps GPU matrix units)
+    compile: bool = False       # torch.compile the model (opt-in; mostly a GPU speed-up)
     max_bad_steps: int = 20     # consecutive non-finite losses before training stops
     skip_oom: bool = False      # CUDA out of memory on a batch: skip it (single process) instead of stopping
     kl_anneal: str = "linear"   # variational: none | linear | cyclical

@@ -337,6 +337,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if t.compile:
+            # Opt-in: batch shapes vary, so compile for dynamic shapes; the first steps are slow.
+            self.net = torch.compile(self.net, dynamic=True)
 
     def _shared_tokenizer(self) -> Tokenizer:
         """Rank 0 trains the tokenizer; the other ranks receive the same model."""
@@ -650,6 +653,8 @@ class Trainer:
                 tick = time.perf_counter()
                 group = [self.data.train.batch(idx, pad_to_multiple=t.pad_to_multiple)
                          for idx in batches[pos: pos + t.accum]]
+                if self.device.type == "cuda":  # page-locked host memory: the copy overlaps compute
+                    group = [b.pin_memory() for b in group]
                 lr = self.schedule.set_step(st.step + 1)
                 result = self.train_step(group)
                 pos += t.accum

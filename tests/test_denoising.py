@@ -30,13 +30,7 @@ MODES = {
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process decoding of tiny models: extra threads only synchronise (and stall a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
