@@ -273,11 +273,13 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
     candidates. EOS candidates among the first K end a hypothesis (a lower-ranked EOS would not have
     made the beam); the K best other candidates stay live, so the beam never runs short.
 
-    Stopping rule (fairseq's): a sentence is done as soon as K hypotheses have ended, or when its length
-    limit forces EOS; its rows then leave the batch. Hypotheses are ranked by
-    ``log_prob / LengthPenalty(length_penalty)(|Y|)`` only once the sentence is done. (The exact rule,
-    "no live beam can still beat the worst ended one", keeps most sentences running to their length
-    limit once alpha > 0; this one does not, and makes beam_size 1 identical to `greedy_search`.)
+    Stopping rule (OpenNMT-py's): a sentence is done once the best candidate of a step is EOS and it
+    has `nbest` ended hypotheses, or when its length limit forces EOS; its rows then leave the batch.
+    Hypotheses are ranked by ``log_prob / LengthPenalty(length_penalty)(|Y|)`` once the sentence is
+    done. With alpha = 0 the rule is exact (log-probabilities only fall, so no live beam can overtake
+    the ended best candidate); it makes beam_size 1 identical to `greedy_search`. fairseq's rule (stop
+    after K ended hypotheses) was tried first: on peaked models, low-scoring early EOS candidates
+    filled the K slots and ended the search before the best hypothesis was complete.
 
     Args:
         model: has ``encode`` and ``decoder.init_state`` / ``decoder.step`` (see module docstring).
@@ -308,6 +310,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                       max_len_cap=max_len_cap)
         active = torch.arange(src.size(0), device=device)  # (A,) input index of each live sentence
         n_ended = torch.zeros(src.size(0), dtype=torch.long, device=device)  # (A,)
+        top_ended = torch.zeros(src.size(0), dtype=torch.bool, device=device)  # (A,)
         # the K beams start identical: keep one of them alive so the first top-k has no duplicates
         scores = torch.full((src.size(0), k), -math.inf, device=device)  # (A, K)
         scores[:, 0] = 0.0
@@ -328,8 +331,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                 sent, pos = ended.nonzero(as_tuple=True)  # row-major: best candidate first per sentence
                 hyps = _finalize(live, top_rows[sent, pos], top_scores[sent, pos], lp)
                 for b, hyp in zip(active.index_select(0, sent).tolist(), hyps):
-                    if len(finished[b]) < k:
-                        finished[b].append(hyp)
+                    finished[b].append(hyp)  # all kept: the final sort picks the n-best
                 n_ended += ended.sum(dim=1)
             # the K best candidates that do not end here go on (each beam adds at most one EOS, so
             # at least K of the 2K are not EOS); EOS candidates are pushed to the back of the ranking
@@ -337,15 +339,21 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
             scores = top_scores.gather(1, keep)  # (A, K)
             rows = top_rows.gather(1, keep)  # (A, K)
             prev = top_tok.gather(1, keep)  # (A, K)
-            done = (n_ended >= k) | (live.limits.view(n_sent, k)[:, 0] <= t)  # (A,)
+            # A sentence is done once its best candidate of a step ends (OpenNMT-py's rule: with
+            # alpha = 0 no live beam can then overtake it, since log-probabilities only fall) and it
+            # has its n-best, or at the length limit. Stopping after K ended hypotheses instead
+            # (fairseq) lets early low-scoring EOS candidates end a peaked search before its best
+            # hypothesis is complete.
+            top_ended |= is_eos[:, 0] & torch.isfinite(top_scores[:, 0])  # (A,)
+            done = (top_ended & (n_ended >= nbest)) | (live.limits.view(n_sent, k)[:, 0] <= t)  # (A,)
             t += 1
             memory_rows = None
             if done.any():
                 if done.all():
                     break
                 stay = (~done).nonzero().squeeze(1)  # (A',)
-                active, n_ended, scores, rows, prev = (
-                    x.index_select(0, stay) for x in (active, n_ended, scores, rows, prev))
+                active, n_ended, top_ended, scores, rows, prev = (
+                    x.index_select(0, stay) for x in (active, n_ended, top_ended, scores, rows, prev))
                 memory_rows = (stay.unsqueeze(1) * k + beam_offsets).view(-1)  # (A'*K,)
             prev = prev.view(-1)  # (A'*K,)
             live = live.select(rows.view(-1), memory_rows)

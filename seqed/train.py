@@ -460,9 +460,9 @@ class Trainer:
         if self.dist.world > 1:
             import torch.distributed as dist
 
-            t = torch.tensor([n_tgt_local], dtype=torch.float64, device=self.device)
-            dist.all_reduce(t)
-            n_tgt = int(t.item())
+            count = torch.tensor([n_tgt_local], dtype=torch.float64, device=self.device)
+            dist.all_reduce(count)
+            n_tgt = int(count.item())
         # Loss per micro-batch is a sum; scaling by world / global tokens makes DDP's gradient average
         # equal the mean over every target token of the global batch.
         scale = self.dist.world / max(n_tgt, 1)

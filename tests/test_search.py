@@ -134,10 +134,11 @@ def test_length_penalty_reorders_hypotheses():
     src = scripted_src((10, 5))
     raw, _ = run(beam_search, src, beam_size=4, nbest=4, length_penalty=0.0)
     # step 0: EOS is 4th of the 8 candidates -> [] ends; step 1: [5,E] .27, [4,4] .2, [4,6] .175,
-    # [4,E] .125 -> [5] and [4] end; step 2: [4,4,E] .12 ends: four hypotheses
-    check(raw, [[([5], .27), ([4], .125), ([4, 4], .12), ([], .08)]])
+    # [4,E] .125 -> [5] and [4] end, and [5,E] is the step's best candidate; step 2: [4,4,E] .12 and
+    # [4,6,E] .105 end, which makes four: the search stops, and [4,6] outranks [] (.08)
+    check(raw, [[([5], .27), ([4], .125), ([4, 4], .12), ([4, 6], .105)]])
     strong, _ = run(beam_search, src, beam_size=4, nbest=4, length_penalty=5.0)
-    check(strong, [[([4, 4], .12), ([5], .27), ([4], .125), ([], .08)]], alpha=5.0)  # longer wins
+    check(strong, [[([4, 4], .12), ([4, 6], .105), ([5], .27), ([4], .125)]], alpha=5.0)  # longer wins
 
 
 def test_min_len_forbids_early_eos():
