@@ -33,6 +33,12 @@ SCRIPT = {
     (20, (5,)): {4: .9, E: .1},
     (20, (4, 4)): {7: .6, E: .4},
     (20, (5, 4)): {7: .7, E: .3},
+    # Sentence 30: a peaked model whose best output [4, 4, 4] (p .96^3 * .99) ends late, while an
+    # unlikely EOS is among the top candidates at every earlier step.
+    (30, ()): {4: .96, E: .02, 5: .01, 6: .01},
+    (30, (4,)): {4: .96, E: .02, 5: .01, 6: .01},
+    (30, (4, 4)): {4: .96, E: .02, 5: .01, 6: .01},
+    (30, (4, 4, 4)): {E: .99, 4: .01},
 }
 DEFAULT = {E: .4, 7: .6}
 
@@ -374,3 +380,13 @@ def test_translator_empty_input_skips_the_model_and_truncates_long_sources(capsy
         translator.translate(["abc"])  # exactly max_src_len with EOS: no warning
     with pytest.raises(ValueError, match="nbest"):
         Translator(model, CharTokenizer(), beam_size=1, nbest=2)
+
+
+def test_early_unlikely_endings_do_not_stop_the_search():
+    # Stopping after K ended hypotheses (fairseq's rule) would return [] and [4] here: both end among
+    # the top-2 candidates of steps 0 and 1, before the best hypothesis is complete.
+    src = scripted_src((30, 6))
+    beam, _ = run(beam_search, src, beam_size=2, nbest=2, length_penalty=0.0)
+    check(beam, [[([4, 4, 4], .96 ** 3 * .99), ([], .02)]])
+    greedy, _ = run(greedy_search, src)
+    check(greedy, [[([4, 4, 4], .96 ** 3 * .99)]])
