@@ -108,8 +108,8 @@ class MultiHeadAttention(nn.Module):
             weights = probs.mean(dim=1)  # (B, T, S)
             y = F.dropout(probs, p=dropout, training=self.training) @ v  # (B, h, T, dh)
         elif q.device.type == "cpu":
-            # On CPU the math backend beat the flash kernel for these short sequences (2-4x in bf16,
-            # ~1.3x in fp32, forward + backward; benchmarks/README.md).
+            # On CPU the math backend beat the flash kernel for these short sequences (3.6x in bf16,
+            # 1.5x in fp32, forward + backward; benchmarks/README.md).
             with sdpa_kernel(SDPBackend.MATH):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                    is_causal=is_causal)  # (B, h, T, dh)
