@@ -17,13 +17,7 @@ from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 V = 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only synchronise (and stall on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def memory(B=4, S=5, C=8, seed=0) -> Memory:

@@ -12,13 +12,7 @@ from seqed.linear_autoencoder import (LinearAutoencoder, fit_linear_autoencoder,
 D, K, N = 12, 3, 2000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: threads only add synchronisation (and stall on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spectral_data(seed: int = 0, top=(9.0, 6.0, 4.0), rest: float = 0.1) -> torch.Tensor:
