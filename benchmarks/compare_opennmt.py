@@ -418,9 +418,9 @@ def seqed_train_minutes(args, data: Path, run: Path, minutes: float) -> str:
     if (run / "checkpoint_last.pt").exists():
         raise BenchError(f"{run} already holds a run: remove it or pass --work elsewhere")
     cli = [sys.executable, "-m", "seqed", "train", args.seqed_config, f"out_dir={run}", f"train.max_minutes={minutes}",
-           f"train.threads={args.threads}", "train.keep_last=2", *args.seqed_set, "--no-progress"]
+           f"train.threads={args.train_threads}", "train.keep_last=2", *args.seqed_set, "--no-progress"]
     log(f"seqed: {' '.join(cli[2:])}")
-    proc = subprocess.run(cli, env=benchlib.thread_env(args.threads), timeout=minutes * 60 + 3600)
+    proc = subprocess.run(cli, env=benchlib.thread_env(args.train_threads), timeout=minutes * 60 + 3600)
     if proc.returncode != 0:
         raise BenchError(f"seqed train failed (exit {proc.returncode})")
     return str(run)
@@ -549,7 +549,12 @@ def main(argv=None) -> int:
                                              "checkpoint's tokenizer)")
     p.add_argument("--train-minutes", type=float, default=0.0,
                    help="train both tools this long here, then compare their decoding")
-    p.add_argument("--onmt-minutes", type=float, default=0.0, help="OpenNMT-py's budget (default: --train-minutes)")
+    p.add_argument("--onmt-minutes", type=float, default=0.0,
+                   help="OpenNMT-py's budget (default: --train-minutes); with --seqed-checkpoint and no "
+                        "--onmt-checkpoint, train only OpenNMT-py (on that checkpoint's pieces), then compare")
+    p.add_argument("--train-threads", type=int, default=0,
+                   help="threads for the trainings of --train-minutes/--onmt-minutes (default: --threads); "
+                        "decoding always uses --threads")
     p.add_argument("--seqed-config", default=str(benchlib.REPO / "recipes" / "multi30k_en_fr" / "transformer.yaml"),
                    help="seqed recipe for --train-minutes")
     p.add_argument("--seqed-set", nargs="*", default=[], metavar="key.path=value",
@@ -570,8 +575,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the tables in benchmarks/README.md")
     args = p.parse_args(argv)
     try:
-        if bool(args.seqed_checkpoint) != bool(args.onmt_checkpoint):
-            raise BenchError("give both --seqed-checkpoint and --onmt-checkpoint (or --train-minutes)")
+        args.train_threads = args.train_threads or args.threads
+        if args.onmt_checkpoint and not args.seqed_checkpoint:
+            raise BenchError("--onmt-checkpoint needs --seqed-checkpoint (the tokenizer it was trained on)")
+        if args.seqed_checkpoint and not (args.onmt_checkpoint or args.onmt_minutes):
+            raise BenchError("give --onmt-checkpoint, or --onmt-minutes to train OpenNMT-py here "
+                             "(or --train-minutes to train both)")
         if args.train_minutes and args.seqed_checkpoint:
             raise BenchError("--train-minutes trains the checkpoints itself: drop --seqed/--onmt-checkpoint")
         if args.no_throughput and not (args.seqed_checkpoint or args.train_minutes):
@@ -597,9 +606,14 @@ def main(argv=None) -> int:
             log(f"training: seqed {t['seqed']['tokens_per_s']:.0f} tok/s, OpenNMT-py {t['onmt']['tokens_per_s']:.0f} "
                 f"tok/s, ratio {t['ratio_tokens_per_s']:.2f}")
         seqed_ckpt, onmt_ckpt = args.seqed_checkpoint, args.onmt_checkpoint and Path(args.onmt_checkpoint)
+        if args.seqed_checkpoint and not args.onmt_checkpoint:
+            onmt_ckpt = train_onmt(args, data, seqed_ckpt)
+            config.update(onmt_minutes=args.onmt_minutes, onmt_lr=args.onmt_lr, onmt_warmup=args.onmt_warmup,
+                          train_threads=args.train_threads)
         if args.train_minutes:
             seqed_ckpt, onmt_ckpt = train_both(args, data)
-            config.update(train_minutes=args.train_minutes, onmt_minutes=args.onmt_minutes or args.train_minutes,
+            config.update(train_threads=args.train_threads, train_minutes=args.train_minutes,
+                          onmt_minutes=args.onmt_minutes or args.train_minutes,
                           onmt_lr=args.onmt_lr, onmt_warmup=args.onmt_warmup, seqed_config=args.seqed_config,
                           seqed_set=args.seqed_set)
         if seqed_ckpt:
@@ -647,25 +661,30 @@ def train_comparison(args, data: Path) -> dict:
 
 def train_both(args, data: Path) -> tuple[str, Path]:
     """Train seqed (its recipe) and then OpenNMT-py (same pieces, same model) for the given minutes."""
-    from seqed.inference import load_model
+    seqed_ckpt = seqed_train_minutes(args, data, args.work / "seqed_run", args.train_minutes)
+    return seqed_ckpt, train_onmt(args, data, seqed_ckpt)
 
-    seqed_run = args.work / "seqed_run"
-    seqed_ckpt = seqed_train_minutes(args, data, seqed_run, args.train_minutes)
+
+def train_onmt(args, data: Path, seqed_ckpt: str) -> Path:
+    """Train OpenNMT-py for `--onmt-minutes` on the pieces of `seqed_ckpt`'s tokenizer and training data."""
+    from seqed.inference import load_model
     from seqed.train import prepare_data
 
-    loaded = load_model(seqed_ckpt, device="cpu")
-    tokenizer = loaded.tokenizer
-    prep = prepare_data(loaded.config, tokenizer, lambda msg: log(msg))  # the run's own data and filters
-    pieces = args.work / "pieces_trained"
-    write_pieces(tokenizer, prep.train, pieces, data)
-    minutes = args.onmt_minutes or args.train_minutes
     run = args.work / "onmt_run"
+    if run.exists() and any(run.glob("model_step_*.pt")):
+        raise BenchError(f"{run} already holds OpenNMT-py checkpoints: remove it or pass --work elsewhere")
+    loaded = load_model(seqed_ckpt, device="cpu")
+    prep = prepare_data(loaded.config, loaded.tokenizer, lambda msg: log(msg))  # the run's own data and filters
+    pieces = args.work / "pieces_trained"
+    write_pieces(loaded.tokenizer, prep.train, pieces, data)
+    minutes = args.onmt_minutes or args.train_minutes
     config = onmt_train_config(pieces, run, steps=10 ** 7, max_tokens=args.max_tokens, lr=args.onmt_lr,
                                warmup=args.onmt_warmup, save_every=args.onmt_save_every)
     config["report_every"] = 50
-    log(f"OpenNMT-py: training for {minutes} minutes ...")
-    run_onmt_train(args.onmt_venv, config, run, args.threads, timeout=minutes * 60 + 600, stop_after=minutes * 60)
-    return seqed_ckpt, newest_onmt_checkpoint(run)
+    log(f"OpenNMT-py: training for {minutes} minutes on {args.train_threads} thread(s) ...")
+    run_onmt_train(args.onmt_venv, config, run, args.train_threads, timeout=minutes * 60 + 600,
+                   stop_after=minutes * 60)
+    return newest_onmt_checkpoint(run)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def _averaged_from(path: Path) -> list[str]:
     return list(load_checkpoint(path).get("averaged_from", []))
 
 
-def _model_summary(cfg) -> str:
+def model_summary(cfg) -> str:
     enc, dec = cfg.model.encoder, cfg.model.decoder
 
     def side(s, name):
@@ -133,7 +133,7 @@ def write(args: argparse.Namespace) -> dict:
         "averaged_from": [Path(p).name for p in _averaged_from(run / args.checkpoint)],
         "selection": {"rule": f"highest validation BLEU (beam {args.beam}) among the candidates",
                       "valid_bleu": candidates},
-        "model": {"summary": _model_summary(cfg), "params": count_parameters(loaded.model),
+        "model": {"summary": model_summary(cfg), "params": count_parameters(loaded.model),
                   "vocab_size": loaded.tokenizer.tgt_vocab_size, "tokenizer": cfg.tokenizer.type},
         "hardware": hardware(device, cfg.train.threads),
         "training": {"seconds": last.get("train_seconds"), "minutes": round(last.get("train_seconds", 0) / 60, 1),

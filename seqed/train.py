@@ -640,6 +640,11 @@ class Trainer:
         stop_reason = None
         session_start = time.perf_counter()
         start_seconds = st.train_seconds
+        # A resumed run that had already spent its budget stops here, without one more update.
+        if t.max_steps and st.step >= t.max_steps:
+            stop_reason = f"already reached train.max_steps={t.max_steps}"
+        elif t.max_minutes and st.train_seconds >= t.max_minutes * 60:
+            stop_reason = f"already reached train.max_minutes={t.max_minutes}"
         while stop_reason is None:
             if t.max_epochs and st.epoch >= t.max_epochs:
                 stop_reason = f"reached train.max_epochs={t.max_epochs}"

@@ -210,6 +210,19 @@ def test_resume_refuses_a_different_model_and_a_missing_run(capsys, trained, tmp
     fails(capsys, "train", cfg, f"out_dir={other}", "--resume", match="checkpoint does not match the model")
 
 
+def test_resuming_a_finished_run_trains_no_more(capsys, trained, tmp_path):
+    cfg, run = trained
+    before = sorted(p.name for p in run.glob("checkpoint_*.pt"))
+    last = (run / "checkpoint_last.pt").read_bytes()
+    lines = (run / "train.log.jsonl").read_text().splitlines()
+    rc, _, err = cli(capsys, "train", cfg, "--resume", "--no-progress")
+    assert rc == 0, err
+    assert "already reached train.max_steps=20 at step 20" in err
+    assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == before
+    assert (run / "checkpoint_last.pt").read_bytes() == last
+    assert (run / "train.log.jsonl").read_text().splitlines() == lines
+
+
 # ---------------------------------------------------------------------------------------------
 # translation I/O
 

@@ -13,9 +13,10 @@
 # Environment (all optional): SEQED_DATA (a directory holding multi30k/{train,val,test2016}.en; unset:
 # download into PREPARED, default runs/data), RUN (default runs/ae_CONFIG), BEAM (default 1: greedy),
 # DEVICE (auto | cpu | cuda).
-# Writes into RUN: test2016.eval.json (clean input; not for `masked`), test2016.mask15.eval.json
-# (denoising and masked: 15% of the words masked, with completion_accuracy), test2016.codes.npy, and
-# what training writes (train.log.jsonl, checkpoints, config.yaml).
+# Writes into RUN: results.json (summary.py: what the README's table shows), test2016.eval.json (clean
+# input; not for `masked`), test2016.mask15.eval.json (denoising and masked: 15% of the words masked,
+# with completion_accuracy), test2016.codes.npy, and what training writes (train.log.jsonl,
+# checkpoints, config.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
@@ -77,24 +78,20 @@ esac
 echo "== [4/4] codes of the test sentences"
 seqed encode -c "$ckpt" -i "$test_en" -o "$RUN/test2016.codes.npy" --device "$DEVICE"
 
+"$PYTHON" recipes/autoencoder/summary.py write "$RUN" --config "$config" --checkpoint "$ckpt"
 "$PYTHON" - "$RUN" <<'PY'
 import json, pathlib, sys
-run = pathlib.Path(sys.argv[1])
-for name in ("test2016.eval.json", "test2016.mask15.eval.json"):
-    path = run / name
-    if not path.is_file():
-        continue
-    r = json.loads(path.read_text())
-    line = (f"   {name}: BLEU {r['bleu']}  chrF {r['chrf']}  exact match {r['exact_match']}%  "
-            f"token accuracy {r['token_accuracy']}%")
-    if r.get("completion_accuracy") is not None:
-        line += f"  completion accuracy {r['completion_accuracy']}% of {r['masked_tokens']} masked pieces"
-    if "variational" in r:
-        v = r["variational"]
+r = json.loads((pathlib.Path(sys.argv[1]) / "results.json").read_text())
+for key, ev in r["evaluations"].items():
+    line = (f"   {key}: BLEU {ev['bleu']}  chrF {ev['chrf']}  exact match {ev['exact_match']}%  "
+            f"token accuracy {ev['token_accuracy']}%")
+    if ev.get("completion_accuracy") is not None:
+        line += f"  completion accuracy {ev['completion_accuracy']}% of {ev['masked_tokens']} masked pieces"
+    if "variational" in ev:
+        v = ev["variational"]
         line += f"  KL {v['kl']:.2f}  NLL {v['nll']:.2f}  active units {v['active_units']}/{v['latent_dim']}"
     print(line)
-log = run / "train.log.jsonl"
-if log.is_file() and log.read_text().strip():
-    last = json.loads(log.read_text().splitlines()[-1])
-    print(f"   trained {last['step']} updates in {last.get('train_seconds', 0) / 60:.1f} min")
+t = r["training"]
+print(f"   trained {t['steps']} updates in {t['minutes']} min on {r['hardware']['torch_threads']} thread(s); "
+      f"{r['model']['params']:,} parameters")
 PY
