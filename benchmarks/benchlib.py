@@ -112,7 +112,7 @@ def environment(threads: Optional[int] = None) -> dict:
     """Versions, threads and machine facts for a results file; `loadavg` tells whether the machine was quiet."""
     import torch
 
-    from seqed.train import versions
+    from seqed.runtime import versions
 
     env = {"versions": versions(), "torch_threads": torch.get_num_threads(),
            "torch_interop_threads": torch.get_num_interop_threads(),

@@ -74,7 +74,7 @@ def seqed_config(data: Path, threads: int, extra=()):
 
 def prepare_training_data(cfg):
     """seqed's own data preparation (SentencePiece training, encoding, filtering), as the Trainer does it."""
-    from seqed.train import prepare_data
+    from seqed.data.pipeline import prepare_data
 
     return prepare_data(cfg, None, lambda msg: log(msg))
 
@@ -668,7 +668,7 @@ def train_both(args, data: Path) -> tuple[str, Path]:
 def train_onmt(args, data: Path, seqed_ckpt: str) -> Path:
     """Train OpenNMT-py for `--onmt-minutes` on the pieces of `seqed_ckpt`'s tokenizer and training data."""
     from seqed.inference import load_model
-    from seqed.train import prepare_data
+    from seqed.data.pipeline import prepare_data
 
     run = args.work / "onmt_run"
     if run.exists() and any(run.glob("model_step_*.pt")):

@@ -162,7 +162,8 @@ def measure_bare(spec: dict) -> dict:
 
     from seqed.data.batching import TokenBatchSampler, collate
     from seqed.model import build_model
-    from seqed.train import prepare_data, resolve_device, Dist, seed_everything
+    from seqed.data.pipeline import prepare_data
+    from seqed.runtime import Dist, resolve_device, seed_everything
 
     cfg = _config(spec, "unused")
     benchlib.set_threads(spec["threads"])

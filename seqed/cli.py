@@ -310,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"seqed: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        from seqed.train import TrainingError
+        from seqed.runtime import TrainingError
 
         if isinstance(err, TrainingError) and not os.environ.get("SEQED_DEBUG"):
             print(f"seqed: error: {err}", file=sys.stderr)

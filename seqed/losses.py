@@ -59,3 +59,14 @@ def label_smoothed_nll(logits: Tensor, target: Tensor, *, smoothing: float = 0.0
     else:
         nll = None
     return LossOutput(loss=loss, nll=nll, n_tokens=int((target != ignore_index).sum()))
+
+
+def masked_target(tgt_out: Tensor, masked: Tensor) -> Tensor:
+    """Keep the targets only where the source was masked (masked autoencoder loss), PAD elsewhere.
+
+    Only meaningful when noise keeps positions aligned (masking/substitution, no drops/infilling):
+    then tgt_out[i] is the clean token at masked source position i.
+    """
+    if masked.shape != tgt_out.shape:
+        raise ValueError("train.loss_on=masked needs position-preserving noise (mask/substitute only)")
+    return tgt_out.masked_fill(~masked, PAD_ID)

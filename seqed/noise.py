@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
+from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 FIRST_WORD_ID = EOS_ID + 1  # ids below are the specials of seqed/vocab.py; substitutions draw from >= this
 
@@ -310,3 +310,14 @@ def _scatter_rows(values: Tensor, dest: Tensor, width: int, fill: int | bool) ->
     out = torch.full((values.size(0), width + 1), fill, dtype=values.dtype, device=values.device)
     out.scatter_(1, torch.where(dest < 0, width, dest), values)  # discarded entries land in the spare column
     return out[:, :width]
+
+
+def word_dropout(tgt_in: Tensor, p: float, gen: torch.Generator) -> Tensor:
+    """Replace decoder input tokens (not BOS, not padding) by UNK with probability p (Bowman et al. 2016).
+
+    tgt_in (B, T) -> (B, T), a new tensor.
+    """
+    drop = torch.rand(tgt_in.shape, generator=gen) < p  # (B, T)
+    drop[:, 0] = False
+    drop &= tgt_in != PAD_ID
+    return tgt_in.masked_fill(drop, UNK_ID)

@@ -10,8 +10,6 @@ import contextlib
 import json
 import math
 import os
-import platform
-import random
 import shlex
 import signal
 import sys
@@ -25,167 +23,22 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from seqed import __version__
 from seqed.checkpoint import CheckpointError, load_checkpoint, remove_stale_temps, rotate, save_atomic
 from seqed.config import Config, config_from_dict, to_dict
-from seqed.data.batching import ParallelData, TokenBatchSampler
-from seqed.data.filtering import filter_pairs
+from seqed.data.batching import TokenBatchSampler
+from seqed.data.pipeline import prepare_data
 from seqed.data.sources import load_corpus
 from seqed.bottleneck import kl_weight
-from seqed.losses import label_smoothed_nll
-from seqed.noise import Noiser
+from seqed.losses import label_smoothed_nll, masked_target
+from seqed.noise import Noiser, word_dropout
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.optim import Schedule, build_optimizer, grad_norm_clip
 from seqed.scoring import score
+from seqed.runtime import (Dist, TrainingError, init_distributed, resolve_device, rng_state, seed_everything,
+                           set_rng_state, versions)
 from seqed.tokenizer import Tokenizer
 from seqed.translator import Translator
 from seqed.vocab import PAD_ID, UNK_ID
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and what to try."""
-
-
-# ---------------------------------------------------------------------------------------------
-# environment
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    backend = "nccl" if device_kind == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(),
-                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, dist_info: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"train.device={name} but CUDA is not available: use train.device=cpu")
-        if name == "cuda":
-            name = f"cuda:{dist_info.local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def versions() -> dict:
-    import sacrebleu
-    import sentencepiece
-
-    return {"seqed": __version__, "torch": str(torch.__version__), "sentencepiece": str(sentencepiece.__version__),
-            "sacrebleu": str(sacrebleu.__version__), "python": platform.python_version(),
-            "platform": platform.platform()}
-
-
-# ---------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class Prepared:
-    tokenizer: Tokenizer
-    train: ParallelData
-    valid: Optional[ParallelData]
-    valid_src: list[str]
-    valid_ref: list[str]
-    report: str
-
-
-def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
-    """Read the corpora, train (or reuse) the tokenizer, encode and filter."""
-    d = cfg.data
-    train_src, train_tgt = load_corpus(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict,
-                                       monolingual=d.monolingual)
-    if d.strict:
-        _check_no_empty("data.train", d.train, train_src, train_tgt)
-    if tokenizer is None:
-        log(f"training a {cfg.tokenizer.type} SentencePiece model, vocab {cfg.tokenizer.vocab_size}, "
-            f"{'joint' if cfg.tokenizer.joint else 'separate'}, on {len(train_src)} pairs")
-        tokenizer = Tokenizer.train([s for s in train_src if s],
-                                    None if d.monolingual else [t for t in train_tgt if t],
-                                    vocab_size=cfg.tokenizer.vocab_size, model_type=cfg.tokenizer.type,
-                                    joint=cfg.tokenizer.joint,
-                                    character_coverage=cfg.tokenizer.character_coverage, seed=cfg.train.seed)
-    src_ids = tokenizer.encode_src(train_src)
-    tgt_ids = tokenizer.encode_tgt(train_tgt)
-    keep, report = filter_pairs([len(s) for s in src_ids], [len(t) for t in tgt_ids],
-                                max_len=d.max_len, min_len=d.min_len, max_ratio=d.max_ratio)
-    if not keep:
-        raise TrainingError(f"no training pair survived filtering ({report}): check data.max_len/max_ratio")
-    train = ParallelData([src_ids[i] for i in keep], [tgt_ids[i] for i in keep])
-    valid, valid_src, valid_ref = None, [], []
-    if d.valid is not None:
-        vs, vt = load_corpus(d.valid, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict,
-                             monolingual=d.monolingual)
-        pairs = [(s, t) for s, t in zip(vs, vt) if s.strip() and t.strip()]
-        valid_src = [s for s, _ in pairs]
-        valid_ref = [t for _, t in pairs]
-        vsi = tokenizer.encode_src(valid_src)
-        vti = tokenizer.encode_tgt(valid_ref)
-        cap = cfg.model.max_positions - 2
-        valid = ParallelData([s[:cap] for s in vsi], [t[:cap] for t in vti])
-        if d.valid_max_sentences:
-            valid_src = valid_src[: d.valid_max_sentences]
-            valid_ref = valid_ref[: d.valid_max_sentences]
-    return Prepared(tokenizer, train, valid, valid_src, valid_ref, f"train: {report}")
-
-
-def _check_no_empty(name: str, spec, src: list[str], tgt: list[str]) -> None:
-    """data.strict: an empty (or blank) sentence is an error that names its file and line."""
-    blank = [i for i, (a, b) in enumerate(zip(src, tgt)) if not a.strip() or not b.strip()]
-    if not blank:
-        return
-    i = blank[0]
-    if spec.format == "text":
-        where = f"{spec.src or spec.path}:{i + 1}" if not src[i].strip() else f"{spec.tgt or spec.path}:{i + 1}"
-    elif spec.format == "tsv":
-        where = f"{spec.path}:{i + 1}"
-    else:
-        where = f"{name} ({spec.name}) row {i}"
-    raise TrainingError(f"{where}: empty sentence ({len(blank)} pairs with an empty side in {name}) while "
-                        f"data.strict is on: remove them, or set data.strict=false to skip and count them")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,28 +612,6 @@ class Trainer:
         if self.cfg.train.patience and st.bad_validations >= self.cfg.train.patience:
             return f"early stopping: no improvement in {st.bad_validations} validations"
         return None
-
-
-def word_dropout(tgt_in: Tensor, p: float, gen: torch.Generator) -> Tensor:
-    """Replace decoder input tokens (not BOS, not padding) by UNK with probability p (Bowman et al. 2016).
-
-    tgt_in (B, T) -> (B, T), a new tensor.
-    """
-    drop = torch.rand(tgt_in.shape, generator=gen) < p  # (B, T)
-    drop[:, 0] = False
-    drop &= tgt_in != PAD_ID
-    return tgt_in.masked_fill(drop, UNK_ID)
-
-
-def masked_target(tgt_out: Tensor, masked: Tensor) -> Tensor:
-    """Keep the targets only where the source was masked (masked autoencoder loss), PAD elsewhere.
-
-    Only meaningful when noise keeps positions aligned (masking/substitution, no drops/infilling):
-    then tgt_out[i] is the clean token at masked source position i.
-    """
-    if masked.shape != tgt_out.shape:
-        raise TrainingError("train.loss_on=masked needs position-preserving noise (mask/substitute only)")
-    return tgt_out.masked_fill(~masked, PAD_ID)
 
 
 def _link_atomic(src: Path, dst: Path) -> None:

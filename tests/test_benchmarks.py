@@ -242,10 +242,13 @@ def test_pieces_are_seqeds_tokens(tmp_path):
     assert len(test_lines) == 20
 
 
-def test_compare_needs_both_checkpoints():
+def test_compare_says_what_a_decoding_comparison_needs():
     proc = run_script("compare_opennmt.py", "--seqed-checkpoint", "a.pt", "--no-readme")
     assert proc.returncode == 2
-    assert "compare_opennmt: error: give both --seqed-checkpoint and --onmt-checkpoint" in proc.stderr
+    assert "compare_opennmt: error: give --onmt-checkpoint, or --onmt-minutes" in proc.stderr
+    proc = run_script("compare_opennmt.py", "--onmt-checkpoint", "b.pt", "--no-readme")
+    assert proc.returncode == 2
+    assert "compare_opennmt: error: --onmt-checkpoint needs --seqed-checkpoint" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------

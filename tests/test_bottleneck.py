@@ -11,7 +11,7 @@ from seqed.bottleneck import (CodeBottleneck, Identity, VariationalBottleneck, b
 from seqed.config import ConfigError, load_config
 from seqed.memory import Memory
 from seqed.model import build_model, count_parameters
-from seqed.train import word_dropout
+from seqed.noise import word_dropout
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 V = 30
