@@ -186,11 +186,16 @@ def _next_log_probs(decoder, live: _Live, prev: Tensor, t: int, min_len: int) ->
     """
     logits, state = decoder.step(prev, live.memory, live.state)
     lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
-    lprobs[:, [PAD_ID, BOS_ID]] = -math.inf
+    lprobs[:, PAD_ID] = -math.inf
+    lprobs[:, BOS_ID] = -math.inf
     if t < min_len:
         lprobs[:, EOS_ID] = -math.inf
-    not_eos = torch.arange(lprobs.size(1), device=lprobs.device) != EOS_ID  # (V,)
-    lprobs = lprobs.masked_fill((live.limits <= t).unsqueeze(1) & not_eos, -math.inf)  # (N, V)
+    at_limit = live.limits <= t  # (N,)
+    if at_limit.any():  # rare: touch only those rows instead of masking all N x V scores
+        rows = at_limit.nonzero().squeeze(1)  # (n,)
+        eos = lprobs[rows, EOS_ID]  # (n,)
+        lprobs[rows] = -math.inf
+        lprobs[rows, EOS_ID] = eos
     prefixes = live.prefixes.add_attn(getattr(state, "attn", None))
     return lprobs, replace(live, state=state, prefixes=prefixes)
 

@@ -14,6 +14,9 @@ from seqed.search import Hypothesis, beam_search, greedy_search
 from seqed.vocab import EOS_ID, PAD_ID
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype (None: off)
+
+
 class Translator:
     """Translate sentences with a trained model and its tokenizer.
 
@@ -36,12 +39,14 @@ class Translator:
         max_src_len: longest source, EOS included; longer ones are truncated with a warning.
         progress: show a tqdm bar, one tick per batch.
         max_len_cap: hard cap on output length (keep it within a decoder's position table).
+        precision: "fp32", or "bf16" / "fp16" to run search under autocast (bf16: CPUs with AVX512-BF16
+            or AMX, and GPUs; fp16: GPUs only). Scores are always normalised in fp32.
     """
 
     def __init__(self, model, tokenizer, *, device="cpu", beam_size: int = 5, nbest: int = 1,
                  length_penalty: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
                  batch_size: int = 64, max_src_len: int = 1024, progress: bool = False,
-                 max_len_cap: int = 512):
+                 max_len_cap: int = 512, precision: str = "fp32"):
         if beam_size < 1:
             raise ValueError(f"Translator: beam_size must be >= 1, got {beam_size}")
         if not 1 <= nbest <= beam_size:
@@ -52,7 +57,12 @@ class Translator:
         if max_src_len < 2:
             raise ValueError(f"Translator: max_src_len must leave room for a token and EOS (>= 2), "
                              f"got {max_src_len}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"Translator: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("Translator: fp16 needs a CUDA device; use bf16 (or fp32) on the CPU")
+        self.precision = precision
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
         self.model = model
@@ -117,7 +127,9 @@ class Translator:
         return [torch.tensor(s[:keep] + [EOS_ID], dtype=torch.long) for s in ids]
 
     def _search(self, src: torch.Tensor) -> list[list[Hypothesis]]:
-        if self.beam_size == 1:
-            return greedy_search(self.model, src, **self.limits)
-        return beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
-                           length_penalty=self.length_penalty, **self.limits)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            if self.beam_size == 1:
+                return greedy_search(self.model, src, **self.limits)
+            return beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
+                               length_penalty=self.length_penalty, **self.limits)

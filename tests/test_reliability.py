@@ -227,6 +227,17 @@ def test_resuming_a_finished_run_trains_no_more(capsys, trained, tmp_path):
 # translation I/O
 
 
+def test_translate_precision_flag(capsys, trained, tmp_path):
+    _, run = trained
+    src = tmp_path / "in.txt"
+    src.write_text("a b c\n\nd e f g\n")
+    rc, out, err = cli(capsys, "translate", "-c", run, "--device", "cpu", "--precision", "bf16", "-i", src)
+    assert rc == 0, err
+    assert len(out.split("\n")) == 4 and out.split("\n")[1] == ""
+    fails(capsys, "translate", "-c", run, "--device", "cpu", "--precision", "fp16", "-i", src,
+          match="fp16 needs a CUDA device")
+
+
 def test_translation_keeps_every_line(capsys, trained, tmp_path):
     _, run = trained
     lines = ["a b c", "", "d e f g", "   ", "hello 🙂 世界 ÿ", "a " * 200, "b c"]

@@ -382,6 +382,33 @@ def test_translator_empty_input_skips_the_model_and_truncates_long_sources(capsy
         Translator(model, CharTokenizer(), beam_size=1, nbest=2)
 
 
+class AutocastSpy(CopyDecoder):
+    """A CopyDecoder that records the CPU autocast dtype (None when off) at each step."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def step(self, tokens, memory, state):
+        self.seen.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return super().step(tokens, memory, state)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_translator_precision_runs_search_under_autocast(beam):
+    outputs = {}
+    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        model = CopyModel()
+        model.decoder = AutocastSpy()
+        tr = Translator(model, CharTokenizer(), beam_size=beam, precision=precision)
+        outputs[precision] = tr.translate_text(["hello", "ab"])
+        assert model.decoder.seen == {dtype}
+    assert outputs["bf16"] == outputs["fp32"]
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Translator(CopyModel(), CharTokenizer(), precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        Translator(CopyModel(), CharTokenizer(), precision="int8")
+
+
 def test_early_unlikely_endings_do_not_stop_the_search():
     # Stopping after K ended hypotheses (fairseq's rule) would return [] and [4] here: both end among
     # the top-2 candidates of steps 0 and 1, before the best hypothesis is complete.

@@ -100,13 +100,15 @@ class MultiHeadAttention(nn.Module):
             mask = causal if mask is None else mask & causal  # (B, h|1, T, S)
             is_causal = False
         weights = None
-        if need_weights:
+        # One query per row (an incremental decoding step) on CPU: plain matmuls beat both SDPA kernels
+        # at beam-search shapes (benchmarks/micro_cpu.py), so take the explicit path.
+        if need_weights or (T == 1 and dropout == 0.0 and q.device.type == "cpu"):
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, h, T, S)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0, like SDPA
-            weights = probs.mean(dim=1)  # (B, T, S)
-            y = F.dropout(probs, p=dropout, training=self.training) @ v  # (B, h, T, dh)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).nan_to_num(0.0)  # masked rows -> 0, like SDPA
+            weights = probs.mean(dim=1) if need_weights else None  # (B, T, S)
+            y = F.dropout(probs.to(v.dtype), p=dropout, training=self.training) @ v  # (B, h, T, dh)
         elif q.device.type == "cpu":
             # On CPU the math backend beat the flash kernel for these short sequences (3.6x in bf16,
             # 1.5x in fp32, forward + backward; benchmarks/README.md).
