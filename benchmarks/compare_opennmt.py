@@ -15,7 +15,8 @@ The ratio is seqed / OpenNMT-py tokens/s (sentences/s gives the same ratio up to
 
 Decoding (`--seqed-checkpoint` and `--onmt-checkpoint`, or `--train-minutes` to train both here
 first): beam 5, 64 sentences per batch, length penalty GNMT alpha 1 on both sides (`-length_penalty wu
--alpha 1`), test2016, fp32. Reported: sentences/s over the translation proper (seqed: the
+-alpha 1`), test2016; OpenNMT-py in fp32 (its CPU decoding has no bf16), seqed in fp32 and in bf16
+autocast (`--decode-precisions`). Reported: sentences/s over the translation proper (seqed: the
 `Translator` call as `seqed translate` runs it; OpenNMT-py: its `-report_time` total) and over the
 whole command (process start to exit), BLEU of each output (sacreBLEU on detokenized text).
 
@@ -403,7 +404,7 @@ def seqed_translate(checkpoint: str, src: Path, ref: Path, out: Path, *, beam: i
         raise BenchError(f"decode_throughput.py failed:\n{proc.stderr.strip()[-2000:]}")
     inner = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][0]
     cli = [sys.executable, "-m", "seqed", "translate", "-c", checkpoint, "-i", str(src), "-o", str(out),
-           "--beam", str(beam), "--batch-size", str(batch_size), "--device", "cpu"]
+           "--beam", str(beam), "--batch-size", str(batch_size), "--device", "cpu", "--precision", precision]
     start = time.perf_counter()
     proc = subprocess.run(cli, capture_output=True, text=True, env=benchlib.thread_env(threads), timeout=timeout)
     wall = time.perf_counter() - start
@@ -466,25 +467,29 @@ def decode_comparison(args, data: Path, seqed_ckpt: str, onmt_ckpt: Path, work: 
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[: args.limit]
             (out / f"first{args.limit}.{path.parent.name}.{path.name}").write_text("".join(lines), encoding="utf-8")
         src, ref, src_pieces = (out / f"first{args.limit}.{p.parent.name}.{p.name}" for p in (src, ref, src_pieces))
-    log(f"seqed translate, beam {args.beam}, batch {args.batch_size} ...")
-    s = seqed_translate(seqed_ckpt, src, ref, out / "seqed.fr", beam=args.beam, batch_size=args.batch_size,
-                        threads=args.threads, precision=args.precision, timeout=args.timeout)
-    s.update(score_file(out / "seqed.fr", ref))
+    seqed = {}
+    for precision in args.decode_precisions:
+        log(f"seqed translate, beam {args.beam}, batch {args.batch_size}, {precision} ...")
+        hyp = out / f"seqed.{precision}.fr"
+        seqed[precision] = s = seqed_translate(seqed_ckpt, src, ref, hyp, beam=args.beam, batch_size=args.batch_size,
+                                               threads=args.threads, precision=precision, timeout=args.timeout)
+        s.update(score_file(hyp, ref), checkpoint=seqed_ckpt)
     log(f"onmt_translate, beam {args.beam}, batch {args.batch_size} ...")
     o = onmt_translate(args.onmt_venv, onmt_ckpt, src_pieces, out / "onmt.sp.fr", beam=args.beam,
                        batch_size=args.batch_size, threads=args.threads, timeout=args.timeout)
     o.update(score_file(out / "onmt.sp.fr", ref,
-                        detok=lambda lines: [sp.decode_pieces(line.split()) for line in lines]))
+                        detok=lambda lines: [sp.decode_pieces(line.split()) for line in lines]),
+             checkpoint=str(onmt_ckpt))
     n = len(open(src, encoding="utf-8").read().splitlines())
-    for r in (s, o):
+    for r in (*seqed.values(), o):
         r["sentences"] = n
         r["sentences_per_s"] = n / r["seconds"]
         r["wall_sentences_per_s"] = n / r["wall_seconds"]
-    return {"seqed": dict(s, checkpoint=seqed_ckpt), "onmt": dict(o, checkpoint=str(onmt_ckpt)),
-            "vocab_overlap": overlap, "beam": args.beam, "limit": args.limit, "batch_size": args.batch_size,
-            "ratio_sentences_per_s": s["sentences_per_s"] / o["sentences_per_s"],
-            "ratio_wall": s["wall_sentences_per_s"] / o["wall_sentences_per_s"],
-            "bleu_difference": round(s["bleu"] - o["bleu"], 2)}
+    return {"seqed": seqed, "onmt": o, "vocab_overlap": overlap, "beam": args.beam, "limit": args.limit,
+            "batch_size": args.batch_size,
+            "ratio_sentences_per_s": {k: r["sentences_per_s"] / o["sentences_per_s"] for k, r in seqed.items()},
+            "ratio_wall": {k: r["wall_sentences_per_s"] / o["wall_sentences_per_s"] for k, r in seqed.items()},
+            "bleu_difference": {k: round(r["bleu"] - o["bleu"], 2) for k, r in seqed.items()}}
 
 
 def newest_onmt_checkpoint(run: Path) -> Path:
@@ -523,15 +528,20 @@ def table(payload: dict) -> str:
         parts.append(text)
     d = payload.get("decode")
     if d:
-        rows = [[name, r["sentences_per_s"], r["wall_sentences_per_s"], r["bleu"], r["chrf"], r["checkpoint"]]
-                for name, r in (("seqed", d["seqed"]), ("OpenNMT-py", d["onmt"]))]
+        rows = [[f"seqed {k}", r["sentences_per_s"], r["wall_sentences_per_s"], r["bleu"], r["chrf"], r["checkpoint"]]
+                for k, r in d["seqed"].items()]
+        o = d["onmt"]
+        rows.append(["OpenNMT-py fp32", o["sentences_per_s"], o["wall_sentences_per_s"], o["bleu"], o["chrf"],
+                     o["checkpoint"]])
         subset = f" (first {d['limit']} sentences)" if d.get("limit") else ""
+        ratios = "; ".join(f"seqed {k}: **{d['ratio_sentences_per_s'][k]:.2f}x** sentences/s in translation, "
+                           f"{d['ratio_wall'][k]:.2f}x for the whole command, BLEU {d['bleu_difference'][k]:+.2f}"
+                           for k in d["seqed"])
         parts.append(
-            f"**Decoding.** {_env(d)}\n\nTest2016{subset}, beam {d['beam']}, {d['batch_size']} sentences per batch, "
-            f"seqed {d['seqed']['precision']}, OpenNMT-py fp32:\n\n" + benchlib.md_table(
+            f"**Decoding.** {_env(d)}\n\nTest2016{subset}, beam {d['beam']}, {d['batch_size']} sentences per batch "
+            f"(OpenNMT-py runs fp32 on CPU):\n\n" + benchlib.md_table(
                 ["tool", "sent/s (translation)", "sent/s (whole command)", "BLEU", "chrF", "checkpoint"], rows)
-            + f"\n\nseqed / OpenNMT-py: **{d['ratio_sentences_per_s']:.2f}x** sentences/s in translation, "
-              f"{d['ratio_wall']:.2f}x for the whole command; BLEU difference {d['bleu_difference']:+.2f}.")
+            + f"\n\nseqed / OpenNMT-py: {ratios}.")
     return "\n\n".join(parts)
 
 
@@ -565,6 +575,8 @@ def main(argv=None) -> int:
                    help="OpenNMT-py checkpoint interval for --train-minutes (default 250)")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64, help="sentences per decoding batch (default 64)")
+    p.add_argument("--decode-precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                   help="seqed's decoding precisions (default: fp32 bf16; OpenNMT-py decodes fp32 on CPU)")
     p.add_argument("--limit", type=int, default=0, help="decode the first N test sentences only (0 = all)")
     p.add_argument("--onmt-venv", type=Path, default=benchlib.WORK / "onmt-venv")
     p.add_argument("--joeynmt", action="store_true", help="also measure JoeyNMT 2.3.0's training throughput")
@@ -619,9 +631,10 @@ def main(argv=None) -> int:
         if seqed_ckpt:
             payload["decode"] = d = dict(decode_comparison(args, data, seqed_ckpt, onmt_ckpt, args.work), **common,
                                          config=config)
-            log(f"decoding: seqed {d['seqed']['sentences_per_s']:.1f} sent/s (BLEU {d['seqed']['bleu']}), OpenNMT-py "
-                f"{d['onmt']['sentences_per_s']:.1f} sent/s (BLEU {d['onmt']['bleu']}), ratio "
-                f"{d['ratio_sentences_per_s']:.2f}")
+            for k, r in d["seqed"].items():
+                log(f"decoding: seqed {k} {r['sentences_per_s']:.1f} sent/s (BLEU {r['bleu']}), OpenNMT-py "
+                    f"{d['onmt']['sentences_per_s']:.1f} sent/s (BLEU {d['onmt']['bleu']}), ratio "
+                    f"{d['ratio_sentences_per_s'][k]:.2f}")
         benchlib.write_json(Path(args.out), payload)
         log(f"wrote {args.out}")
         if not args.no_readme:

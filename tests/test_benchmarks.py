@@ -301,3 +301,19 @@ def test_joey_log_rates_are_weighted_by_step_time(tmp_path):
                                             warmup=100)
     assert Path(cfg["data"]["src"]["voc_file"]).read_text() == "\u2581a\n.\n"
     assert cfg["model"]["encoder"]["layer_norm"] == "pre" and cfg["training"]["batch_size"] == 4096
+
+
+def test_compare_decode_table_has_a_row_and_a_ratio_per_precision():
+    env = {"environment": {"date": "t", "versions": {"seqed": "0.1.0", "torch": "2.13.0"}, "git": {"commit": "abc"},
+                           "cpu": "cpu", "cpu_count": 2, "torch_threads": 2, "loadavg": [0, 0, 0]},
+           "onmt_versions": {"onmt": "3.5.1", "torch": "2.13.0", "torch_threads": 2}}
+
+    def rates(sps, bleu):
+        return {"sentences_per_s": sps, "wall_sentences_per_s": sps / 2, "bleu": bleu, "chrf": 70.0, "checkpoint": "c"}
+
+    decode = dict(env, seqed={"fp32": rates(100.0, 53.2), "bf16": rates(200.0, 53.1)}, onmt=rates(50.0, 51.3),
+                  beam=5, batch_size=64, limit=0, ratio_sentences_per_s={"fp32": 2.0, "bf16": 4.0},
+                  ratio_wall={"fp32": 2.0, "bf16": 4.0}, bleu_difference={"fp32": 1.9, "bf16": 1.8})
+    text = compare_opennmt.table({"decode": decode})
+    assert "| seqed fp32 | 100" in text and "| seqed bf16 | 200" in text and "| OpenNMT-py fp32 | 50" in text
+    assert "seqed fp32: **2.00x**" in text and "seqed bf16: **4.00x**" in text and "BLEU +1.80" in text
