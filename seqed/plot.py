@@ -63,11 +63,23 @@ def _series(rows: list[dict], key: str) -> list[float]:
     return [float(r[key]) if isinstance(r.get(key), (int, float)) else math.nan for r in rows]
 
 
+def _label_smoothing(run: Path) -> float:
+    """train.label_smoothing from the run's config.yaml (0.1, the default, when it cannot be read)."""
+    import yaml
+
+    config = (run if run.is_dir() else run.parent) / "config.yaml"
+    try:
+        return float(yaml.safe_load(config.read_text())["train"]["label_smoothing"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return 0.1
+
+
 def plot_curves(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None) -> Path:
     """Validation loss and BLEU against update steps and against training minutes, one line per run.
 
     The top row shows the validation loss (nll per target token) and, dashed, the training loss since the
-    previous validation (`train_loss`: label-smoothed, so it sits above the nll); the bottom row shows
+    previous validation (`train_loss`: label-smoothed unless the run's train.label_smoothing is 0, so
+    it then sits above the nll); the bottom row shows
     validation BLEU. Training minutes are the wall-clock `train_seconds` the trainer logs (validation
     included).
 
@@ -89,11 +101,12 @@ def plot_curves(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequ
         label = labels[i] if labels else (path.name if path.is_dir() else path.parent.name)
         steps = [r.get("step", math.nan) for r in rows]
         minutes = [x / 60 for x in _series(rows, "train_seconds")]
+        train_label = f"{label} (train{', label-smoothed' if _label_smoothing(path) else ''})"
         for col, x in enumerate((steps, minutes)):
             line, = axes[0, col].plot(x, _series(rows, "valid_nll"), marker="o", ms=3, label=f"{label} (valid)")
             if any("train_loss" in r for r in rows):
                 axes[0, col].plot(x, _series(rows, "train_loss"), ls="--", color=line.get_color(),
-                                  label=f"{label} (train, label-smoothed)")
+                                  label=train_label)
             axes[1, col].plot(x, _series(rows, "valid_bleu"), marker="o", ms=3, color=line.get_color(), label=label)
     for col, xlabel in enumerate(("update steps", "training minutes (wall clock)")):
         axes[0, col].set_ylabel("loss (nll per token)")
