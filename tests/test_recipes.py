@@ -127,4 +127,7 @@ def test_autoencoder_recipe_runs_end_to_end(tmp_path):
 
     rows = subprocess.run([sys.executable, str(RECIPES / "autoencoder" / "summary.py"), "row",
                            str(run / "results.json")], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert len(rows) == 2 and rows[0].startswith("| `denoising` `") and "completion accuracy" in rows[1]
+    assert len(rows) == 3 and rows[0].startswith("| `denoising` `")
+    assert "(greedy decoding); completion accuracy" in rows[1] and "(fill decoding); completion accuracy" in rows[2]
+    fill = result["evaluations"]["mask15_fill"]
+    assert fill["decoding"] == "fill" and fill["masked_tokens"] == masked["masked_tokens"]

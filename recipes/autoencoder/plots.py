@@ -1,8 +1,9 @@
 """Pictures for the autoencoder recipe (matplotlib: `pip install 'seqed[plot]'`).
 
   # (a) exact match against sentence length, fixed code vs attention (memory), from `seqed evaluate --json`
-  python recipes/autoencoder/plots.py length runs/ae_rnn_code/test2016.eval.json \
-      runs/ae_attention/test2016.eval.json --labels "fixed code" "attention" -o recipes/autoencoder/length.png
+  #     or the results.json that run.sh writes (the committed ones are in recipes/autoencoder/results/)
+  python recipes/autoencoder/plots.py length recipes/autoencoder/results/rnn_code.json \
+      recipes/autoencoder/results/attention.json --labels "fixed code" "attention" -o recipes/autoencoder/length.png
 
   # (b) the codes of the test sentences (`seqed encode`), projected on their first two principal
   #     components, coloured by sentence length in words
@@ -41,6 +42,8 @@ def plot_length(reports: list[Path], labels: list[str], out: Path, metric: str =
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     loaded = [json.loads(path.read_text(encoding="utf-8")) for path in reports]
+    # run.sh's results.json (summary.py) holds the clean-input report under evaluations.clean
+    loaded = [r["evaluations"]["clean"] if "evaluations" in r else r for r in loaded]
     # Models with different tokenizers fill different buckets: one x position per bucket of any report.
     buckets = sorted({r["lengths"] for report in loaded for r in report["by_length"]}, key=_bucket_key)
     where = {b: i for i, b in enumerate(buckets)}
@@ -101,7 +104,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("length", help="exact match (or another metric) against sentence length")
-    p.add_argument("reports", nargs="+", type=Path, help="`seqed evaluate --json` outputs")
+    p.add_argument("reports", nargs="+", type=Path,
+                   help="`seqed evaluate --json` outputs, or run.sh's results.json (its clean-input evaluation)")
     p.add_argument("--labels", nargs="+", default=None, help="one per report (default: run directory names)")
     p.add_argument("--metric", default="exact_match", choices=("exact_match", "token_accuracy", "bleu", "chrf"))
     p.add_argument("-o", "--output", type=Path, required=True)

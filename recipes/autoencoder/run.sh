@@ -14,9 +14,10 @@
 # download into PREPARED, default runs/data), RUN (default runs/ae_CONFIG), BEAM (default 1: greedy),
 # DEVICE (auto | cpu | cuda).
 # Writes into RUN: results.json (summary.py: what the README's table shows), test2016.eval.json (clean
-# input; not for `masked`), test2016.mask15.eval.json (denoising and masked: 15% of the words masked,
-# with completion_accuracy), test2016.codes.npy, and what training writes (train.log.jsonl,
-# checkpoints, config.yaml).
+# input; not for `masked`), test2016.mask15.eval.json (denoising and masked: 15% of the pieces masked,
+# with completion_accuracy; free decoding for denoising, --fill for masked), test2016.mask15.fill.eval.json
+# (denoising: the same input with --fill, i.e. visible pieces kept and only the masked ones predicted),
+# test2016.codes.npy, and what training writes (train.log.jsonl, checkpoints, config.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
@@ -70,7 +71,9 @@ if [ "$config" != masked ]; then
 fi
 case $config in
   denoising) seqed evaluate -c "$ckpt" -i "$test_en" --beam "$BEAM" --device "$DEVICE" --noise mask=0.15 \
-               --json "$RUN/test2016.mask15.eval.json" > /dev/null ;;
+               --json "$RUN/test2016.mask15.eval.json" > /dev/null
+             seqed evaluate -c "$ckpt" -i "$test_en" --device "$DEVICE" --noise mask=0.15 --fill \
+               --json "$RUN/test2016.mask15.fill.eval.json" > /dev/null ;;
   masked) seqed evaluate -c "$ckpt" -i "$test_en" --device "$DEVICE" --noise mask=0.15 --fill \
             --json "$RUN/test2016.mask15.eval.json" > /dev/null ;;
 esac

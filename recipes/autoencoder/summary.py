@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared results helpers
 from results import hardware, model_summary  # noqa: E402
 
-EVALS = {"clean": "test2016.eval.json", "mask15": "test2016.mask15.eval.json"}
+EVALS = {"clean": "test2016.eval.json", "mask15": "test2016.mask15.eval.json",
+         "mask15_fill": "test2016.mask15.fill.eval.json"}
 
 
 def _read(path: Path) -> dict:
@@ -84,7 +85,7 @@ def row(result: dict) -> list[str]:
             f"{result['model']['params'] / 1e6:.2f}M", str(hw["torch_threads"]), f"{t['minutes']}", str(t["steps"])]
     rows = []
     for key, ev in result["evaluations"].items():
-        notes = [] if key == "clean" else [f"input: 15% of pieces masked ({ev['decoding']})"]
+        notes = [] if key == "clean" else [f"input: 15% of pieces masked ({ev['decoding']} decoding)"]
         if "completion_accuracy" in ev:
             notes.append(f"completion accuracy **{ev['completion_accuracy']}%** of {ev['masked_tokens']} "
                          f"masked pieces")
