@@ -56,10 +56,11 @@ def plot_length(reports: list[Path], labels: list[str], out: Path, metric: str =
                         ha="center", fontsize=7, color="grey")
     ax.set_xticks(range(len(buckets)), labels=buckets)
     ax.set_xlabel("sentence length (SentencePiece pieces)")
-    ax.set_ylabel(metric.replace("_", " ") + (" (%)" if metric in ("exact_match", "token_accuracy") else ""))
+    names = {"exact_match": "exact match (%)", "token_accuracy": "token accuracy (%)", "bleu": "BLEU", "chrf": "chrF"}
+    ax.set_ylabel(names[metric])
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right", fontsize=8)
     ax.set_title("Reconstruction of test2016 by sentence length")
     return _save(fig, plt, out)
 
