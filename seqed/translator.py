@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Sequence
 
@@ -128,7 +129,9 @@ class Translator:
 
     def _search(self, src: torch.Tensor) -> list[list[Hypothesis]]:
         dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        # fp32 enters no autocast context of its own, so a caller's autocast (e.g. a benchmark's) still applies
+        ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with ctx:
             if self.beam_size == 1:
                 return greedy_search(self.model, src, **self.limits)
             return beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,

@@ -403,6 +403,12 @@ def test_translator_precision_runs_search_under_autocast(beam):
         outputs[precision] = tr.translate_text(["hello", "ab"])
         assert model.decoder.seen == {dtype}
     assert outputs["bf16"] == outputs["fp32"]
+    # fp32 leaves a caller's autocast alone
+    model = CopyModel()
+    model.decoder = AutocastSpy()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        Translator(model, CharTokenizer(), beam_size=beam).translate_text(["hello"])
+    assert model.decoder.seen == {torch.bfloat16}
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         Translator(CopyModel(), CharTokenizer(), precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
