@@ -1,6 +1,7 @@
 """Decoding throughput of a trained checkpoint on Multi30k test2016, with the BLEU of each output.
 
-For every search (greedy, beam 5), batch size (1, 64) and precision (fp32, bf16 autocast) the whole
+For every search (greedy, beam 5), batch size (1, 64) and precision (fp32; bf16: `Translator(precision=
+"bf16")`, i.e. `seqed translate --precision bf16`: weights cast once, autocast) the whole
 test set goes through `seqed.translator.Translator` as `seqed translate` runs it (text in: SentencePiece
 encoding, length-sorted batches, search, detokenization: text out), after an untimed warm-up on the
 first `--warmup` sentences. Reported: sentences/s, output tokens/s (pieces, EOS excluded), seconds and
@@ -16,7 +17,6 @@ prints the JSON only: compare_opennmt.py uses that).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -39,8 +39,6 @@ def _sync(device) -> None:
 def measure(loaded, sentences: list[str], refs: list[str], *, beam: int, batch_size: int, precision: str,
             warmup: int) -> dict:
     """Translate `sentences` once (after a warm-up) and time it; returns rates, BLEU and the output."""
-    import torch
-
     from seqed.scoring import score
     from seqed.translator import Translator
 
@@ -48,18 +46,15 @@ def measure(loaded, sentences: list[str], refs: list[str], *, beam: int, batch_s
     translator = Translator(loaded.model, loaded.tokenizer, device=loaded.device, beam_size=beam,
                             length_penalty=s.length_penalty, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
                             min_len=s.min_len, batch_size=batch_size,
-                            max_src_len=loaded.config.model.max_positions - 2)
-    cast = (torch.autocast(device_type=loaded.device.type, dtype=torch.bfloat16) if precision == "bf16"
-            else contextlib.nullcontext())
-    with cast:
-        if warmup:
-            translator.translate(sentences[:warmup])
-        _sync(loaded.device)
-        start = time.perf_counter()
-        hyps = translator.translate(sentences)
-        texts = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-        _sync(loaded.device)
-        seconds = time.perf_counter() - start
+                            max_src_len=loaded.config.model.max_positions - 2, precision=precision)
+    if warmup:
+        translator.translate(sentences[:warmup])
+    _sync(loaded.device)
+    start = time.perf_counter()
+    hyps = translator.translate(sentences)
+    texts = loaded.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+    _sync(loaded.device)
+    seconds = time.perf_counter() - start
     out_tokens = sum(len(h[0].tokens) for h in hyps)
     sc = score(texts, refs)
     return {"seconds": round(seconds, 3), "sentences": len(sentences), "output_tokens": out_tokens,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from typing import Sequence
 
@@ -40,8 +41,9 @@ class Translator:
         max_src_len: longest source, EOS included; longer ones are truncated with a warning.
         progress: show a tqdm bar, one tick per batch.
         max_len_cap: hard cap on output length (keep it within a decoder's position table).
-        precision: "fp32", or "bf16" / "fp16" to run search under autocast (bf16: CPUs with AVX512-BF16
-            or AMX, and GPUs; fp16: GPUs only). Scores are always normalised in fp32.
+        precision: "fp32", or "bf16" / "fp16": search runs a copy of the model cast to that dtype, under
+            autocast (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; fp16: GPUs only). Scores are always
+            normalised in fp32. "fp32" leaves any autocast context of the caller in force.
     """
 
     def __init__(self, model, tokenizer, *, device="cpu", beam_size: int = 5, nbest: int = 1,
@@ -66,6 +68,11 @@ class Translator:
         self.precision = precision
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
+            if PRECISIONS[precision] is not None:
+                # Autocast would cast every fp32 weight again at every op of every decoding step: cast a
+                # copy once (the caller's model stays as it is). Autocast still runs the ops it keeps in
+                # fp32 (layer norm, softmax) in fp32; search normalises scores in fp32.
+                model = copy.deepcopy(model).to(PRECISIONS[precision])
         self.model = model
         self.tokenizer = tokenizer
         self.beam_size = beam_size

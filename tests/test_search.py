@@ -401,7 +401,7 @@ def test_translator_precision_runs_search_under_autocast(beam):
         model.decoder = AutocastSpy()
         tr = Translator(model, CharTokenizer(), beam_size=beam, precision=precision)
         outputs[precision] = tr.translate_text(["hello", "ab"])
-        assert model.decoder.seen == {dtype}
+        assert tr.model.decoder.seen == {dtype}  # (bf16 searches a cast copy of the model)
     assert outputs["bf16"] == outputs["fp32"]
     # fp32 leaves a caller's autocast alone
     model = CopyModel()
@@ -413,6 +413,14 @@ def test_translator_precision_runs_search_under_autocast(beam):
         Translator(CopyModel(), CharTokenizer(), precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
         Translator(CopyModel(), CharTokenizer(), precision="int8")
+
+
+def test_translator_bf16_casts_a_copy_of_the_weights():
+    model = nn.Sequential(nn.Linear(4, 4))
+    tr = Translator(model, CharTokenizer(), precision="bf16")
+    assert tr.model[0].weight.dtype == torch.bfloat16
+    assert model[0].weight.dtype == torch.float32  # the caller's model is left as it was
+    assert Translator(model, CharTokenizer()).model[0].weight.dtype == torch.float32
 
 
 def test_early_unlikely_endings_do_not_stop_the_search():
