@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -98,25 +97,16 @@ def git_revision() -> dict:
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def environment(threads: Optional[int] = None) -> dict:
     """Versions, threads and machine facts for a results file; `loadavg` tells whether the machine was quiet."""
     import torch
 
-    from seqed.runtime import versions
+    from seqed.runtime import cpu_model, versions
 
     env = {"versions": versions(), "torch_threads": torch.get_num_threads(),
            "torch_interop_threads": torch.get_num_interop_threads(),
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu": cpu_model(),
+           "cpu_count": os.cpu_count(),
            "loadavg": [round(x, 2) for x in os.getloadavg()], "git": git_revision(),
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv}
     if threads is not None:
@@ -187,6 +177,17 @@ def env_line(env: dict) -> str:
     return (f"{env.get('date', '?')}, seqed {v.get('seqed', '?')} @ {rev}, torch {v.get('torch', '?')}, "
             f"{env.get('cpu', '?')} ({env.get('cpu_count', '?')} CPUs), torch threads {env.get('torch_threads', '?')}, "
             f"load average at start {env.get('loadavg', '?')}")
+
+
+def publish(script: str, section: str, out: str, payload: dict, table: str, *, readme: bool = True) -> int:
+    """Write a script's results JSON to `out`, rewrite its README section (unless `readme` is False) and
+    print the table; returns the exit status 0."""
+    write_json(Path(out), payload)
+    print(f"[{script}] wrote {out}", file=sys.stderr)
+    if readme:
+        update_readme(section, table)
+    print(table)
+    return 0
 
 
 def update_readme(section: str, body: str, readme: Path = README) -> None:

@@ -635,12 +635,8 @@ def main(argv=None) -> int:
                 log(f"decoding: seqed {k} {r['sentences_per_s']:.1f} sent/s (BLEU {r['bleu']}), OpenNMT-py "
                     f"{d['onmt']['sentences_per_s']:.1f} sent/s (BLEU {d['onmt']['bleu']}), ratio "
                     f"{d['ratio_sentences_per_s'][k]:.2f}")
-        benchlib.write_json(Path(args.out), payload)
-        log(f"wrote {args.out}")
-        if not args.no_readme:
-            benchlib.update_readme(SECTION, table(payload))
-        print(table(payload))
-        return 0
+        return benchlib.publish("compare_opennmt", SECTION, args.out, payload, table(payload),
+                                readme=not args.no_readme)
     except (BenchError, subprocess.TimeoutExpired, FileNotFoundError) as err:
         return benchlib.fail("compare_opennmt", err)
 

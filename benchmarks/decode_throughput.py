@@ -160,12 +160,8 @@ def main(argv=None) -> int:
         if args.out == "-":
             print(json.dumps(payload))
             return 0
-        benchlib.write_json(Path(args.out), payload)
-        print(f"[decode_throughput] wrote {args.out}", file=sys.stderr)
-        if not args.no_readme:
-            benchlib.update_readme(SECTION, table(payload))
-        print(table(payload))
-        return 0
+        return benchlib.publish("decode_throughput", SECTION, args.out, payload, table(payload),
+                                readme=not args.no_readme)
     except (BenchError, FileNotFoundError, ValueError) as err:
         return benchlib.fail("decode_throughput", err)
 

@@ -27,7 +27,6 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import benchlib
@@ -241,11 +240,8 @@ def main(argv=None) -> int:
         payload = {"benchmark": SECTION, "config": {"rounds": args.rounds, "calls": args.calls,
                                                     "threads": args.threads},
                    "environment": env, "loadavg_at_end": benchlib.environment()["loadavg"], "runs": runs}
-        benchlib.write_json(Path(args.out), payload)
-        if not args.no_readme:
-            benchlib.update_readme(SECTION, table(payload))
-        print(table(payload))
-        return 0
+        return benchlib.publish("micro_cpu", SECTION, args.out, payload, table(payload),
+                                readme=not args.no_readme)
     except BenchError as err:
         return benchlib.fail("micro_cpu", err)
 

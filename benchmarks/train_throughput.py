@@ -292,12 +292,8 @@ def main(argv=None) -> int:
         payload = {"benchmark": SECTION, "config": {k: v for k, v in base.items() if k != "vocab_size"},
                    "models": {m: benchlib.MODELS[m] for m in args.models}, "common": benchlib.COMMON,
                    "environment": benchlib.environment(args.threads), "runs": runs}
-        benchlib.write_json(Path(args.out), payload)
-        print(f"[train_throughput] wrote {args.out}", file=sys.stderr)
-        if not args.no_readme:
-            benchlib.update_readme(SECTION, table(payload))
-        print(table(payload))
-        return 0
+        return benchlib.publish("train_throughput", SECTION, args.out, payload, table(payload),
+                                readme=not args.no_readme)
     except (BenchError, subprocess.TimeoutExpired, FileNotFoundError) as err:
         return benchlib.fail("train_throughput", err)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,16 +37,6 @@ def select(score_files: list[str]) -> str:
     return best_name
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware(device: str, threads: int) -> dict:
     """The machine this runs on (the recipe trains and decodes on the same machine).
 
@@ -57,7 +46,9 @@ def hardware(device: str, threads: int) -> dict:
     """
     import torch
 
-    info = {"device": device, "cpu": _cpu_name(), "cpu_cores": os.cpu_count(),
+    from seqed.runtime import cpu_model
+
+    info = {"device": device, "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
             "torch_threads": threads or torch.get_num_threads(), "gpu": None}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

@@ -6,6 +6,7 @@ import os
 import platform
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -74,6 +75,17 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), for results files."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def versions() -> dict:
