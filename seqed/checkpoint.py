@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -78,7 +79,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain values "
             f"(possibly malicious, or not written by seqed). {detail}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError,
+            TypeError, struct.error) as err:  # what torch.load raises on bytes that are not a checkpoint
         raise CheckpointError(
             f"{path}: cannot read the checkpoint (truncated or corrupted?): {str(err).splitlines()[0]}. "
             f"Use an earlier checkpoint from the same directory.") from None
