@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from seqed.attention import ATTENTIONS, Attention
 from seqed.decoders.base import DecoderOutput
-from seqed.encoders.rnn import CELLS, check_cell
+from seqed.encoders.rnn import CELLS, check_cell, run_rnn
 from seqed.memory import Memory
 
 
@@ -170,9 +170,9 @@ class RNNDecoder(nn.Module):
     def _rnn(self, x: Tensor, state: RNNState) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """Run the stacked RNN over x (B, T, I) from `state` -> outputs (B, T, H), hidden, cell (L, B, H)."""
         if state.cell is None:
-            out, h = self.rnn(x, state.hidden)
+            out, h = run_rnn(self.rnn, x, state.hidden)
             return out, h, None
-        out, (h, c) = self.rnn(x, (state.hidden, state.cell))
+        out, (h, c) = run_rnn(self.rnn, x, (state.hidden, state.cell))
         return out, h, c
 
     def _read(self, parts: list[Tensor], memory: Memory) -> Tensor:

@@ -22,6 +22,45 @@ def check_cell(name: str, cell: str) -> None:
         raise ValueError(f"{name}: unknown cell {cell!r}; use one of {', '.join(CELLS)}")
 
 
+def _cpu_low_precision_unsupported(dtype: torch.dtype) -> bool:
+    """True when oneDNN has no native kernels for `dtype` on this CPU.
+
+    On such CPUs (e.g. AVX2 without AVX512-BF16) oneDNN's bf16 LSTM fails for many shapes with "could not
+    create a primitive descriptor for the LSTM forward propagation primitive" (seen with torch 2.13).
+    """
+    try:
+        if dtype == torch.bfloat16:
+            return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        if dtype == torch.float16:
+            return not torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    except (AttributeError, RuntimeError):
+        return True
+    return False
+
+
+def run_rnn(rnn: nn.RNNBase, x, hx=None):
+    """Call `rnn(x, hx)`, in fp32 when CPU autocast asks for a precision this CPU's RNN kernels lack.
+
+    Args:
+        rnn: an nn.LSTM or nn.GRU.
+        x: (B, T, I) tensor or a PackedSequence.
+        hx: the initial state: (L*D, B, H), an (h, c) pair of those for LSTMs, or None.
+
+    Returns:
+        What `rnn` returns; the fp32 fallback's outputs stay fp32 (autocast casts them where needed).
+    """
+    if (x.data.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and _cpu_low_precision_unsupported(torch.get_autocast_dtype("cpu"))):
+        with torch.autocast("cpu", enabled=False):
+            x = x.float()
+            if isinstance(hx, tuple):
+                hx = tuple(h.float() for h in hx)
+            elif hx is not None:
+                hx = hx.float()
+            return rnn(x, hx)
+    return rnn(x, hx)
+
+
 def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
     """Reverse each row's first `lengths[b]` entries; the right padding stays where it is.
 
@@ -104,7 +143,7 @@ class RNNEncoder(nn.Module):
             src = reverse_padded(src, lengths)  # (B, S)
         x = self.dropout(self.embedding(src))  # (B, S, E)
         packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-        out, hidden = self.rnn(packed)
+        out, hidden = run_rnn(self.rnn, packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, D*H)
         h_n = hidden[0] if self.cell == "lstm" else hidden  # (L*D, B, H)
         B = src.size(0)
