@@ -39,6 +39,10 @@ SCRIPT = {
     (30, (4,)): {4: .96, E: .02, 5: .01, 6: .01},
     (30, (4, 4)): {4: .96, E: .02, 5: .01, 6: .01},
     (30, (4, 4, 4)): {E: .99, 4: .01},
+    # Sentence 40: EOS is the best first step (p .5), but [4] (p .49 * .99) ranks higher once the
+    # length penalty (alpha = 1) normalises: -0.620 against -0.693.
+    (40, ()): {E: .5, 4: .49, 5: .01},
+    (40, (4,)): {E: .99, 5: .01},
 }
 DEFAULT = {E: .4, 7: .6}
 
@@ -130,7 +134,8 @@ def test_beam3_nbest_and_length_penalty():
     beam, sizes = run(beam_search, src, beam_size=3, nbest=3, length_penalty=1.0)
     check(beam, [[([5], .27), ([4, 4], .12), ([4, 6], .105)],
                  [([5, 4, 7], .0756), ([4, 4, 7], .066), ([4, 5, 7], .0528)]], alpha=1.0)
-    assert sizes == [6, 6, 6, 3]
+    # sentence 10 stays until step 4: a live beam could still beat [4, 6] (.105) under alpha = 1
+    assert sizes == [6, 6, 6, 6, 3]
     top1, _ = run(beam_search, src, beam_size=3, nbest=1, length_penalty=1.0)
     assert top1 == [hyps[:1] for hyps in beam]
 
@@ -143,8 +148,10 @@ def test_length_penalty_reorders_hypotheses():
     # [4,E] .125 -> [5] and [4] end, and [5,E] is the step's best candidate; step 2: [4,4,E] .12 and
     # [4,6,E] .105 end, which makes four: the search stops, and [4,6] outranks [] (.08)
     check(raw, [[([5], .27), ([4], .125), ([4, 4], .12), ([4, 6], .105)]])
+    # alpha = 5 rewards length so much that the longest outputs, up to the limit of 5, win
     strong, _ = run(beam_search, src, beam_size=4, nbest=4, length_penalty=5.0)
-    check(strong, [[([4, 4], .12), ([4, 6], .105), ([5], .27), ([4], .125)]], alpha=5.0)  # longer wins
+    assert [len(tokens) for tokens, _, _ in strong[0]] == [5, 5, 5, 5]
+    assert [score for _, _, score in strong[0]] == sorted((score for _, _, score in strong[0]), reverse=True)
 
 
 def test_min_len_forbids_early_eos():
@@ -173,7 +180,7 @@ def test_results_come_back_in_input_order():
     forward, _ = run(beam_search, scripted_src((10, 5), (20, 3)), beam_size=2, nbest=2, length_penalty=1.0)
     backward, sizes = run(beam_search, scripted_src((20, 3), (10, 5)), beam_size=2, nbest=2, length_penalty=1.0)
     assert backward == forward[::-1]
-    assert sizes == [4, 4, 4, 2]  # now the first sentence stays and the second leaves
+    assert sizes == [4, 4, 4, 4]  # sentence 10 (limit 5) now stays as long as sentence 20 (limit 3)
     g_forward, _ = run(greedy_search, scripted_src((10, 5), (20, 3), (10, 4)))
     g_backward, _ = run(greedy_search, scripted_src((10, 4), (20, 3), (10, 5)))
     assert g_backward == g_forward[::-1]
@@ -282,7 +289,7 @@ def test_beam1_equals_greedy_and_beam_log_probs_rescore():
     src = random_src(12, [5, 9, 3, 7, 2, 6], seed=1)
     kwargs = dict(max_len_a=1.5, max_len_b=2)
     greedy = greedy_search(model, src, **kwargs)
-    beam1 = beam_search(model, src, beam_size=1, length_penalty=0.8, **kwargs)
+    beam1 = beam_search(model, src, beam_size=1, length_penalty=0.0, **kwargs)
     assert [[h.tokens for h in hyps] for hyps in beam1] == [[h.tokens for h in hyps] for hyps in greedy]
     for g, b in zip(greedy, beam1):
         assert b[0].log_prob == pytest.approx(g[0].log_prob, abs=1e-6)
@@ -431,3 +438,52 @@ def test_early_unlikely_endings_do_not_stop_the_search():
     check(beam, [[([4, 4, 4], .96 ** 3 * .99), ([], .02)]])
     greedy, _ = run(greedy_search, src)
     check(greedy, [[([4, 4, 4], .96 ** 3 * .99)]])
+
+
+def test_length_penalty_longer_hypothesis_wins_where_the_old_rule_stopped():
+    # Stopping once a step's best candidate is EOS returned [] here (EOS is best at step 0).
+    src = scripted_src((40, 4))
+    beam, _ = run(beam_search, src, beam_size=2, nbest=1, length_penalty=1.0)
+    check(beam, [[([4], .49 * .99)]], alpha=1.0)
+    raw, _ = run(beam_search, src, beam_size=2, nbest=1, length_penalty=0.0)
+    check(raw, [[([], .5)]])  # alpha = 0: [] is the best by raw log-probability
+    # beam 1 with alpha > 0 goes on past greedy's EOS along the step's second-best token
+    greedy, _ = run(greedy_search, src)
+    check(greedy, [[([], .5)]])
+    beam1, _ = run(beam_search, src, beam_size=1, nbest=1, length_penalty=1.0)
+    check(beam1, [[([4], .49 * .99)]], alpha=1.0)
+
+
+def test_peaked_search_is_not_stopped_by_early_endings_under_a_length_penalty():
+    beam, _ = run(beam_search, scripted_src((30, 6)), beam_size=2, nbest=2, length_penalty=1.0)
+    assert beam[0][0][0] == [4, 4, 4]
+
+
+def exhaustive_best(sentence, limit, alpha):
+    """The best (tokens, log_prob) under alpha by enumerating every output the script allows."""
+    best = (None, -math.inf, -math.inf)
+    stack = [((), 0.0)]
+    while stack:
+        prefix, log_prob = stack.pop()
+        for tok, p in SCRIPT.get((sentence, prefix), DEFAULT).items():
+            if tok == E:
+                total = log_prob + math.log(p)
+                score = total / (((5 + len(prefix) + 1) / 6) ** alpha)
+                if score > best[2]:
+                    best = (list(prefix), total, score)
+            elif len(prefix) < limit:
+                stack.append((prefix + (tok,), log_prob + math.log(p)))
+    return best
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0, 5.0])
+def test_wide_beam_returns_the_exact_best_under_any_penalty(alpha):
+    """With a beam wide enough to hold every prefix, the stopping rule alone decides: it must never
+    stop before the best hypothesis under the penalty is found."""
+    sentences = [(10, 5), (20, 3), (30, 6), (40, 4)]
+    beam, _ = run(beam_search, scripted_src(*sentences), beam_size=64, nbest=1, length_penalty=alpha)
+    for (sentence, limit), hyps in zip(sentences, beam):
+        tokens, log_prob, score = exhaustive_best(sentence, limit, alpha)
+        assert hyps[0][0] == tokens
+        assert hyps[0][1] == pytest.approx(log_prob, abs=1e-5)
+        assert hyps[0][2] == pytest.approx(score, abs=1e-5)
