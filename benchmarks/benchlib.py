@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -141,6 +142,60 @@ def thread_env(threads: int) -> dict:
     return env
 
 
+def portable_paths(obj: Any, *, repo: Optional[Path] = None, data: Optional[Path] = None,
+                   home: Optional[Path] = None, python: Optional[str] = None) -> Any:
+    """A copy of a JSON-able `obj` with this machine's absolute paths rewritten, so a committed results
+    file says the same thing on every machine (issue 10).
+
+    In every string (dict keys too), also where a path sits inside a longer string such as
+    `data.train={format: text, src: /x/data/m/train.en}`, the longest matching prefix is rewritten:
+    the interpreter (`sys.executable`) becomes `python`; a path under the repository becomes
+    repository-relative (the repository itself `.`); a path under the data directory ($SEQED_DATA,
+    else ../shared/data beside the repository) becomes `$SEQED_DATA/...`; any other path under the home
+    directory becomes `~/...`. A prefix only matches whole path components (`/a/repo2` is not under `/a/repo`).
+
+    Args:
+        obj: dicts, lists, tuples (returned as lists), strings and scalars.
+        repo, data, home, python: override the machine's values (tests).
+
+    Returns:
+        The rewritten copy; non-string scalars are returned unchanged.
+    """
+    repo = Path(repo) if repo is not None else REPO
+    if data is None:
+        data = Path(os.environ.get("SEQED_DATA") or REPO.parent / "shared" / "data")
+    home = Path(home) if home is not None else Path.home()
+    python = python if python is not None else sys.executable
+    names: dict[str, str] = {}
+    for path, name in ((home, "~"), (data, "$SEQED_DATA"), (repo, ""), (python, "python")):
+        # both spellings: as given (made absolute) and with symlinks resolved
+        for spelled in {os.path.abspath(path), os.path.realpath(path)} if path else ():
+            if spelled != os.sep:  # a home of "/" would swallow every path
+                names[spelled] = name
+    if not names:
+        return obj
+    # Longest prefix first, not preceded by a path character, ending at a component boundary.
+    alternatives = "|".join(re.escape(p) for p in sorted(names, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.~$/-])({alternatives})(?![\w.-])(/(?=[\w.~$-]))?")
+
+    def replace(m: re.Match) -> str:
+        name, slash = names[m.group(1)], m.group(2) or ""
+        if name == "":  # the repository: `repo/x` -> `x`, `repo` -> `.`
+            return "" if slash else "."
+        return name + slash
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, str):
+            return pattern.sub(replace, x)
+        if isinstance(x, dict):
+            return {walk(k): walk(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(obj)
+
+
 def write_json(path: Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,8 +236,9 @@ def env_line(env: dict) -> str:
 
 def publish(script: str, section: str, out: str, payload: dict, table: str, *, readme: bool = True) -> int:
     """Write a script's results JSON to `out`, rewrite its README section (unless `readme` is False) and
-    print the table; returns the exit status 0."""
-    write_json(Path(out), payload)
+    print the table; returns the exit status 0. Both have this machine's paths made portable."""
+    write_json(Path(out), portable_paths(payload))
+    table = portable_paths(table)
     print(f"[{script}] wrote {out}", file=sys.stderr)
     if readme:
         update_readme(section, table)

@@ -28,6 +28,8 @@ from seqed.plot import read_log
 from seqed.scoring import score
 from seqed.translator import Translator
 
+from benchlib import portable_paths  # benchmarks/ is on sys.path when this script runs
+
 
 def pick(rows: list[dict], run: Path, budget_s: float) -> tuple[dict, list[dict]] | None:
     inside = [r for r in rows if r["train_seconds"] <= budget_s and (run / f"checkpoint_{r['step']}.pt").is_file()]
@@ -100,7 +102,7 @@ def main() -> None:
         result["budgets"][str(budget)] = entry
         print(json.dumps({k: v for k, v in entry.items() if k != "validation_log"}, indent=1))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.output).write_text(json.dumps(portable_paths(result), indent=1) + "\n")
 
 
 if __name__ == "__main__":

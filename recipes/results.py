@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # benchlib: portable_paths
+from benchlib import portable_paths  # noqa: E402
+
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
@@ -138,7 +141,7 @@ def write(args: argparse.Namespace) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     out = run / "results.json"
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    out.write_text(json.dumps(portable_paths(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return result
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared results helpers
-from results import hardware, model_summary  # noqa: E402
+from results import hardware, model_summary, portable_paths  # noqa: E402
 
 EVALS = {"clean": "test2016.eval.json", "mask15": "test2016.mask15.eval.json",
          "mask15_fill": "test2016.mask15.fill.eval.json"}
@@ -73,7 +73,8 @@ def write(run: Path, config: str, checkpoint: str) -> dict:
         "versions": env.get("versions", {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (run / "results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (run / "results.json").write_text(json.dumps(portable_paths(result), indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
     return result
 
 
