@@ -34,8 +34,8 @@ from seqed.noise import Noiser, word_dropout
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.optim import Schedule, build_optimizer, grad_norm_clip
 from seqed.scoring import score
-from seqed.runtime import (Dist, TrainingError, init_distributed, resolve_device, rng_state, seed_everything,
-                           set_rng_state, versions)
+from seqed.runtime import (Dist, TrainingError, cpu_lacks_native, init_distributed, resolve_device, rng_state,
+                           seed_everything, set_rng_state, versions)
 from seqed.tokenizer import Tokenizer
 from seqed.translator import Translator
 from seqed.vocab import PAD_ID, UNK_ID
@@ -164,6 +164,10 @@ class Trainer:
         self.log(f"model: {cfg.model.encoder.type} encoder + {cfg.model.decoder.type} decoder, "
                  f"{count_parameters(self.model):,} parameters, device {self.device}")
         t = cfg.train
+        if self.device.type == "cpu" and t.precision in ("bf16", "fp16") and cpu_lacks_native(
+                torch.bfloat16 if t.precision == "bf16" else torch.float16):
+            self.log(f"warning: this CPU has no native {t.precision} kernels, so train.precision={t.precision} "
+                     f"is emulated and many times slower than fp32: set train.precision=fp32")
         self.optimizer = build_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr, betas=t.betas,
                                          eps=t.eps, weight_decay=t.weight_decay)
         self.schedule = Schedule(self.optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup,

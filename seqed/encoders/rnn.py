@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqed.memory import Memory
+from seqed.runtime import cpu_lacks_native
 from seqed.vocab import PAD_ID
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -20,22 +21,6 @@ def check_cell(name: str, cell: str) -> None:
     """Raise a clear ValueError unless `cell` is a known recurrent cell."""
     if cell not in CELLS:
         raise ValueError(f"{name}: unknown cell {cell!r}; use one of {', '.join(CELLS)}")
-
-
-def _cpu_low_precision_unsupported(dtype: torch.dtype) -> bool:
-    """True when oneDNN has no native kernels for `dtype` on this CPU.
-
-    On such CPUs (e.g. AVX2 without AVX512-BF16) oneDNN's bf16 LSTM fails for many shapes with "could not
-    create a primitive descriptor for the LSTM forward propagation primitive" (seen with torch 2.13).
-    """
-    try:
-        if dtype == torch.bfloat16:
-            return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        if dtype == torch.float16:
-            return not torch.ops.mkldnn._is_mkldnn_fp16_supported()
-    except (AttributeError, RuntimeError):
-        return True
-    return False
 
 
 def run_rnn(rnn: nn.RNNBase, x, hx=None):
@@ -50,7 +35,7 @@ def run_rnn(rnn: nn.RNNBase, x, hx=None):
         What `rnn` returns; the fp32 fallback's outputs stay fp32 (autocast casts them where needed).
     """
     if (x.data.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-            and _cpu_low_precision_unsupported(torch.get_autocast_dtype("cpu"))):
+            and cpu_lacks_native(torch.get_autocast_dtype("cpu"))):
         with torch.autocast("cpu", enabled=False):
             x = x.float()
             if isinstance(hx, tuple):
