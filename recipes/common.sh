@@ -4,7 +4,8 @@
 # (the validation split), TESTS (the test splits), defines `prepare_corpus OUT_DIR`, then calls
 #   recipe_main "$@"
 # which does: prepare the data -> train -> average the last checkpoints -> pick the averaged or the best
-# checkpoint by validation BLEU -> decode the test sets with beam search -> sacreBLEU -> RUN/results.json.
+# checkpoint by validation BLEU -> choose the length penalty on validation -> decode the test sets with
+# beam search (and greedy, for comparison) -> sacreBLEU -> RUN/results.json.
 #
 # Arguments: [CONFIG] [key.path=value ...]   (CONFIG is a YAML name in the recipe's directory)
 # Environment (all optional):
@@ -15,6 +16,8 @@
 #   BEAM        beam size for validation selection and test decoding (default 5)
 #   AVG_LAST    how many of the newest checkpoints to average (default 5; 0 or 1: no averaging)
 #   DEVICE      decoding device: auto | cpu | cuda (default auto)
+#   LENGTH_PENALTIES  GNMT alphas tried with the beam on the validation set; the best BLEU decodes the
+#               tests (default "0.6 1.0 1.5 2.0"; one value skips the choice)
 # A run directory that already holds a finished training is not trained again (delete RUN/train.done
 # to retrain); an interrupted one resumes.
 
@@ -34,6 +37,7 @@ recipe_main() {
   local prepared=${PREPARED:-runs/data}
   local data=$prepared/$CORPUS
   local beam=${BEAM:-5} avg_last=${AVG_LAST:-5} device=${DEVICE:-auto}
+  local alphas=${LENGTH_PENALTIES:-0.6 1.0 1.5 2.0}
   trap 'echo "== interrupted: run the same command again to resume" >&2; exit 130' INT TERM
 
   echo "== [1/5] data: $data"
@@ -78,7 +82,26 @@ recipe_main() {
   final=$("$PYTHON" recipes/results.py select "$run"/select/*.score.json)
   echo "   chose $final"
 
-  echo "== [4/5] decoding ${TESTS} with beam $beam"
+  local alpha best_alpha
+  rm -f "$run"/select/lp_*.score.json
+  if [ "$beam" -gt 1 ]; then
+    echo "   length penalty on $VALID (beam $beam):"
+    for alpha in $alphas; do
+      seqed translate -c "$run/$final" --beam "$beam" --length-penalty "$alpha" --device "$device" \
+        -i "$data/$VALID.en" -o "$run/select/lp_$alpha.$VALID.hyp.fr"
+      seqed score --ref "$data/$VALID.fr" --hyp "$run/select/lp_$alpha.$VALID.hyp.fr" --json \
+        > "$run/select/lp_$alpha.score.json"
+      echo "     alpha $alpha: $VALID BLEU $("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["bleu"])' \
+        "$run/select/lp_$alpha.score.json")"
+    done
+    best_alpha=$("$PYTHON" recipes/results.py select "$run"/select/lp_*.score.json)
+    best_alpha=${best_alpha#lp_}
+  else
+    best_alpha=0
+  fi
+  echo "   length penalty $best_alpha"
+
+  echo "== [4/5] decoding ${TESTS} with beam $beam (length penalty $best_alpha) and greedy"
   local t start end
   for t in $TESTS; do
     if [ ! -f "$data/$t.en" ]; then
@@ -86,13 +109,16 @@ recipe_main() {
       continue
     fi
     start=$(date +%s.%N)
-    seqed translate -c "$run/$final" --beam "$beam" --device "$device" -i "$data/$t.en" -o "$run/$t.hyp.fr"
+    seqed translate -c "$run/$final" --beam "$beam" --length-penalty "$best_alpha" --device "$device" \
+      -i "$data/$t.en" -o "$run/$t.hyp.fr"
     end=$(date +%s.%N)
     echo "{\"seconds\": $(awk "BEGIN {print $end - $start}")}" > "$run/$t.decode.json"
     seqed score --ref "$data/$t.fr" --hyp "$run/$t.hyp.fr" --json > "$run/$t.score.json"
+    seqed translate -c "$run/$final" --beam 1 --device "$device" -i "$data/$t.en" -o "$run/$t.greedy.hyp.fr"
+    seqed score --ref "$data/$t.fr" --hyp "$run/$t.greedy.hyp.fr" --json > "$run/$t.greedy.score.json"
   done
 
   echo "== [5/5] results"
   "$PYTHON" recipes/results.py write --run "$run" --recipe "$RECIPE" --config "$config" --checkpoint "$final" \
-    --data "$data" --tests "$TESTS" --beam "$beam" --overrides "$*"
+    --data "$data" --tests "$TESTS" --beam "$beam" --length-penalty "$best_alpha" --overrides "$*"
 }

@@ -2,7 +2,7 @@
 
   python recipes/results.py select RUN/select/*.score.json      # prints the winning checkpoint's name
   python recipes/results.py write --run RUN --recipe R --config C --checkpoint CKPT --data DIR \
-      --tests "test2016 test2017" --beam 5 [--overrides "k=v ..."]
+      --tests "test2016 test2017" --beam 5 [--length-penalty 1.0] [--overrides "k=v ..."]
   python recipes/results.py row RESULTS.json [...]     # markdown rows for recipes/README.md's tables
 
 results.json holds what recipes/README.md's table shows: the model and its parameter count, the
@@ -110,11 +110,21 @@ def write(args: argparse.Namespace) -> dict:
             "chrf_signature": sc["chrf_signature"], "sentences": sc["n"], "beam": args.beam,
             "decode_seconds": round(timing["seconds"], 2),
             "sentences_per_second": round(sc["n"] / timing["seconds"], 1) if timing["seconds"] > 0 else None,
+            "length_penalty": args.length_penalty, "brevity_penalty": sc.get("brevity_penalty"),
+            "length_ratio": sc.get("length_ratio"),
             "decode_note": "wall time of `seqed translate` on the file, process start and model load included",
         }
+        greedy_path = run / f"{name}.greedy.score.json"
+        if greedy_path.is_file():
+            g = _read_json(greedy_path)
+            tests[name]["greedy"] = {"bleu": g["bleu"], "chrf": g["chrf"], "brevity_penalty": g.get("brevity_penalty"),
+                                     "length_ratio": g.get("length_ratio")}
     selection_dir = run / "select"
     candidates = {p.name[: -len(".score.json")]: _read_json(p)["bleu"]
-                  for p in sorted(selection_dir.glob("*.score.json"))} if selection_dir.is_dir() else {}
+                  for p in sorted(selection_dir.glob("*.score.json"))
+                  if not p.name.startswith("lp_")} if selection_dir.is_dir() else {}
+    alphas = {p.name[len("lp_"): -len(".score.json")]: _read_json(p)["bleu"]
+              for p in sorted(selection_dir.glob("lp_*.score.json"))} if selection_dir.is_dir() else {}
     prepared = Path(args.data) / "prepare.json"
     data = _read_json(prepared) if prepared.is_file() else {}
     env = _read_json(run / "env.json") if (run / "env.json").is_file() else {}
@@ -127,6 +137,9 @@ def write(args: argparse.Namespace) -> dict:
         "averaged_from": [Path(p).name for p in _averaged_from(run / args.checkpoint)],
         "selection": {"rule": f"highest validation BLEU (beam {args.beam}) among the candidates",
                       "valid_bleu": candidates},
+        "length_penalty": {"chosen": args.length_penalty,
+                           "rule": f"highest validation BLEU (beam {args.beam}) among the alphas tried",
+                           "valid_bleu": alphas},
         "model": {"summary": model_summary(cfg), "params": count_parameters(loaded.model),
                   "vocab_size": loaded.tokenizer.tgt_vocab_size, "tokenizer": cfg.tokenizer.type},
         "hardware": hardware(device, cfg.train.threads),
@@ -169,6 +182,7 @@ def main(argv=None) -> int:
     for name in ("run", "recipe", "config", "checkpoint", "data", "tests"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--length-penalty", type=float, default=None, help="the alpha the tests were decoded with")
     p.add_argument("--overrides", default="")
     p = sub.add_parser("row")
     p.add_argument("results", nargs="+")
@@ -183,8 +197,9 @@ def main(argv=None) -> int:
         return 0
     result = write(args)
     for name, t in result["tests"].items():
-        print(f"{name}: BLEU {t['bleu']:.2f}  chrF {t['chrf']:.2f}  ({t['sentences_per_second']} sent/s)  "
-              f"{t['bleu_signature']}", file=sys.stderr)
+        greedy = f"  greedy {t['greedy']['bleu']:.2f} (hyp/ref {t['greedy']['length_ratio']})" if "greedy" in t else ""
+        print(f"{name}: BLEU {t['bleu']:.2f}  chrF {t['chrf']:.2f}  hyp/ref {t.get('length_ratio')}{greedy}  "
+              f"({t['sentences_per_second']} sent/s)  {t['bleu_signature']}", file=sys.stderr)
     print(f"wrote {Path(args.run) / 'results.json'}", file=sys.stderr)
     return 0
 

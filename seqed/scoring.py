@@ -16,6 +16,8 @@ class Scores:
     chrf_signature: str
     bleu_detail: str
     n: int
+    brevity_penalty: float = 1.0
+    length_ratio: float = 1.0  # hypothesis / reference length in BLEU's 13a tokens
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,4 +41,5 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> Scores:
     c = chrf.corpus_score(list(hypotheses), [list(references)])
     return Scores(bleu=round(b.score, 2), chrf=round(c.score, 2),
                   bleu_signature=str(bleu.get_signature()), chrf_signature=str(chrf.get_signature()),
-                  bleu_detail=str(b), n=len(hypotheses))
+                  bleu_detail=str(b), n=len(hypotheses), brevity_penalty=round(b.bp, 4),
+                  length_ratio=round(b.sys_len / b.ref_len, 4) if b.ref_len else 0.0)

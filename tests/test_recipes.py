@@ -77,7 +77,7 @@ def test_translation_recipe_runs_end_to_end(tmp_path):
     raw = fake_multi30k(tmp_path / "raw", {"train": 300, "val": 20, "test2016": 20, "test2017": 15})
     run = tmp_path / "run"
     env = recipe_env(SEQED_DATA=str(raw), PREPARED=str(tmp_path / "prepared"), RUN=str(run), AVG_LAST="3",
-                     BEAM="2")
+                     BEAM="2", LENGTH_PENALTIES="0.6 1.5")
     proc = run_recipe("multi30k_en_fr/run.sh", ["transformer", *TINY_TRANSFORMER, *TINY_TRAIN,
                                                 "train.precision=fp32"], env)
     assert "mscoco2017.en: skipping mscoco2017" in proc.stdout
@@ -92,6 +92,11 @@ def test_translation_recipe_runs_end_to_end(tmp_path):
         assert t["sentences"] == n and t["beam"] == 2 and 0 <= t["bleu"] <= 100
         assert t["bleu_signature"].startswith("nrefs:1|") and t["sentences_per_second"] > 0
         assert len((run / f"{name}.hyp.fr").read_text().splitlines()) == n
+        assert t["length_penalty"] == result["length_penalty"]["chosen"] and 0 < t["length_ratio"]
+        assert 0 <= t["greedy"]["bleu"] <= 100 and 0 < t["greedy"]["length_ratio"]
+    lp = result["length_penalty"]
+    assert set(lp["valid_bleu"]) == {"0.6", "1.5"}
+    assert lp["valid_bleu"][str(lp["chosen"])] == max(lp["valid_bleu"].values())
     assert set(result["selection"]["valid_bleu"]) == {"checkpoint_best.pt", "avg.pt"}
     assert result["checkpoint"] in result["selection"]["valid_bleu"]
     if result["checkpoint"] == "avg.pt":
