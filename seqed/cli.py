@@ -120,14 +120,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 128 + trainer.stop_signal if trainer.stop_signal else 0
 
 
-def _open_in(path: str) -> TextIO:
-    if path == "-":
-        return sys.stdin
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"input file not found: {path}")
-    return open(path, encoding="utf-8", newline=None)
-
-
 def _check_input(path: str) -> None:
     """Fail early (before loading a model) on a missing input; pipes such as <(cmd) or /dev/stdin are fine."""
     if path == "-":

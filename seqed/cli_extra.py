@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from seqed.cli import _add_search_args, _chunks, _open_in, _open_out, load_translator
+from seqed.cli import _add_search_args, _check_input, _chunks, _input_lines, _open_out, load_translator
 
 
 FILL_HELP = ("with --noise mask=...: keep the uncorrupted pieces and predict only the masked ones (forced "
@@ -85,9 +85,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from seqed.autoencoder import encode_sentences
     from seqed.inference import load_model
 
+    _check_input(args.input)
     loaded = load_model(args.checkpoint, device=args.device)
-    src = _open_in(args.input)
-    lines = [line.rstrip("\r\n") for line in src]
+    lines = list(_input_lines(args.input))
     vectors = encode_sentences(loaded.model, loaded.tokenizer, lines, batch_size=args.batch_size,
                                device=loaded.device, max_len=loaded.config.model.max_positions - 2)
     with open(args.output, "wb") as f:  # np.save(path) would append ".npy" to other names
@@ -135,10 +135,11 @@ def _rebuild(translator, noisy_ids: list[list[int]], masked: list[list[bool]], f
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     noise = _noise(args)
+    _check_input(args.input)
     translator = load_translator(args, progress=args.input != "-" and args.output != "-")
     out = _open_out(args.output)
     try:
-        for chunk in _chunks((line.rstrip("\r\n") for line in _open_in(args.input)), 2000):
+        for chunk in _chunks(_input_lines(args.input), 2000):
             if noise is not None:
                 noisy_ids, masked, noisy_text = _corrupt(translator, chunk, noise, args.seed)
                 texts = translator.tokenizer.decode_tgt(_rebuild(translator, noisy_ids, masked, args.fill))
@@ -203,8 +204,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    variational_report)
 
     noise = _noise(args)
+    _check_input(args.input)
     translator = load_translator(args, progress=True)
-    lines = [line.rstrip("\r\n") for line in _open_in(args.input)]
+    lines = list(_input_lines(args.input))
     lines = [x for x in lines if x.strip()]
     if not lines:
         raise ValueError(f"{args.input}: no non-empty line to evaluate")

@@ -341,3 +341,19 @@ def test_interpolation_path_ends_at_both_codes():
     assert torch.allclose(sph[0], za) and torch.allclose(sph[-1], zb, atol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
         interpolation_path(za, zb, 1)
+
+
+@pytest.mark.parametrize("command", [["encode", "-o", "codes.npy"], ["reconstruct", "--beam", "1"],
+                                     ["evaluate", "--beam", "1"]])
+def test_autoencoder_commands_read_input_through_the_utf8_check(runs, tmp_path, capsys, command):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("a man\ncafé au lait\n".encode("latin-1"))
+    args = [command[0], "-c", str(run_dir(runs, "memory")), "--device", "cpu", "-i", str(bad), *command[1:]]
+    if command[0] == "encode":
+        args[args.index("codes.npy")] = str(tmp_path / "codes.npy")
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert f"{bad}:2: not valid UTF-8" in err
+    assert main([command[0], "-c", str(run_dir(runs, "memory")), "-i", str(tmp_path / "missing.txt"),
+                 *command[1:]]) != 0
+    assert "input file not found" in capsys.readouterr().err

@@ -74,3 +74,8 @@ def test_train_and_decode_reversal(tmp_path, arch):
     proc = seqed("translate", "-c", str(run / "checkpoint_best.pt"), "--beam", "4", "-i", str(data / "test.src"))
     beam_exact = sum(h == r for h, r in zip(proc.stdout.splitlines(), refs)) / len(refs)
     assert beam_exact >= 0.95
+    # Standard input in a subprocess (no -i) reads the same lines and gives the same output.
+    piped = seqed("translate", "-c", str(run / "checkpoint_best.pt"), "--beam", "4",
+                  input=(data / "test.src").read_text())
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert piped.stdout == proc.stdout
