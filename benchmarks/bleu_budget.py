@@ -44,7 +44,7 @@ def decode(ckpt: str, tests: dict[str, str], beam: int, batch_size: int, precisi
     s = loaded.config.search
     tr = Translator(loaded.model, loaded.tokenizer, beam_size=beam, length_penalty=s.length_penalty,
                     max_len_a=s.max_len_a, max_len_b=s.max_len_b, batch_size=batch_size,
-                    max_src_len=loaded.config.model.max_positions - 2, progress=False)
+                    max_src_len=loaded.config.model.max_pieces, progress=False)
     out = {"checkpoint": ckpt, "parameters": count_parameters(loaded.model)}
     for name, prefix in tests.items():
         src, ref = read_parallel(prefix + ".en", prefix + ".fr")

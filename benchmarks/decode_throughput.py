@@ -46,7 +46,7 @@ def measure(loaded, sentences: list[str], refs: list[str], *, beam: int, batch_s
     translator = Translator(loaded.model, loaded.tokenizer, device=loaded.device, beam_size=beam,
                             length_penalty=s.length_penalty, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
                             min_len=s.min_len, batch_size=batch_size,
-                            max_src_len=loaded.config.model.max_positions - 2, precision=precision)
+                            max_src_len=loaded.config.model.max_pieces, precision=precision)
     if warmup:
         translator.translate(sentences[:warmup])
     _sync(loaded.device)

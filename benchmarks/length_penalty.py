@@ -49,11 +49,13 @@ def decode_rows(spec: dict) -> dict:
     rows = []
     for split, (src, ref) in spec["splits"].items():
         sentences, refs = read_lines(src), read_lines(ref)
+        if spec.get("limit"):
+            sentences, refs = sentences[: spec["limit"]], refs[: spec["limit"]]
         for beam, alpha in spec["searches"]:
             translator = Translator(loaded.model, loaded.tokenizer, device=loaded.device, beam_size=beam,
                                     length_penalty=alpha, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
                                     min_len=s.min_len, batch_size=64,
-                                    max_src_len=loaded.config.model.max_positions - 2)
+                                    max_src_len=loaded.config.model.max_pieces)
             translator.translate(sentences[:16])  # warm-up, untimed
             start = time.perf_counter()
             hyps = translator.translate(sentences)
@@ -104,7 +106,8 @@ def table(payload: dict) -> str:
                      b["bleu"] if b else "", b["length_ratio"] if b else "",
                      f"{r['sentences_per_s'] / b['sentences_per_s']:.2f}x" if b else ""])
     cfg = payload["config"]
-    head = (f"Checkpoint `{cfg['checkpoint']}` (step {cfg['step']}), fp32, batch 64, {cfg['threads']} threads; "
+    part = f"first {cfg['limit']} sentences of each split" if cfg.get("limit") else "whole splits"
+    head = (f"Checkpoint `{cfg['checkpoint']}` (step {cfg['step']}), {part}, fp32, batch 64, {cfg['threads']} threads; "
             f"baseline = the package at `{cfg['baseline']}` (stop once a step's best candidate is EOS). "
             f"{benchlib.env_line(payload['environment'])}.")
     return head + "\n\n" + benchlib.md_table(
@@ -118,6 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--alphas", nargs="+", type=float, default=[0.0, 0.6, 1.0, 1.5, 2.0])
     p.add_argument("--baseline", default=BASELINE, help=f"git revision to compare with (default {BASELINE})")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help="first N sentences of each split (0 = all; BLEU is then partial)")
     p.add_argument("--out", default=str(benchlib.RESULTS / "length_penalty.json"))
     p.add_argument("--no-readme", action="store_true")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -135,16 +139,19 @@ def main(argv=None) -> int:
                 if not Path(path).is_file():
                     raise BenchError(f"missing {path}: set SEQED_DATA to the folder holding multi30k/")
         searches = [(1, 0.0)] + [(5, a) for a in args.alphas]
-        spec = {"checkpoint": args.checkpoint, "splits": splits, "searches": searches, "threads": args.threads}
+        spec = {"checkpoint": args.checkpoint, "splits": splits, "searches": searches, "threads": args.threads,
+                "limit": args.limit}
         current = run_side(dict(spec, side="current"), benchlib.REPO)
         with tempfile.TemporaryDirectory() as tmp:
-            baseline = run_side(dict(spec, side="baseline", splits={"test2016": splits["test2016"]}),
+            baseline = run_side(dict(spec, side="baseline", splits={"test2016": splits["test2016"]},
+                                     searches=[(1, 0.0), (5, 1.0)]),
                                 extract(args.baseline, Path(tmp)))["rows"]
         runs, step = current["rows"], current["step"]
         best_val = max((r for r in runs if r["split"] == "val" and r["beam"] > 1), key=lambda r: r["bleu"])
         payload = {"benchmark": SECTION,
                    "config": {"checkpoint": args.checkpoint, "step": step, "threads": args.threads,
-                              "baseline": args.baseline, "batch_size": 64, "precision": "fp32"},
+                              "baseline": args.baseline, "batch_size": 64, "precision": "fp32",
+                              "limit": args.limit},
                    "chosen_alpha_on_val": best_val["alpha"],
                    "environment": benchlib.environment(args.threads), "runs": runs, "baseline": baseline}
         return benchlib.publish("length_penalty", SECTION, args.out, payload, table(payload),

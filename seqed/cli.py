@@ -180,8 +180,8 @@ def load_translator(args: argparse.Namespace, progress: bool):
                       max_len_b=s.max_len_b if args.max_len_b is None else args.max_len_b,
                       min_len=s.min_len if args.min_len is None else args.min_len,
                       batch_size=args.batch_size or s.batch_size,
-                      max_src_len=loaded.config.model.max_positions - 2, progress=progress,
-                      max_len_cap=loaded.config.model.max_positions - 1,  # BOS + outputs fit the positions
+                      max_src_len=loaded.config.model.max_pieces, progress=progress,
+                      max_len_cap=loaded.config.model.max_output_len,
                       precision=args.precision)
 
 

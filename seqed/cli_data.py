@@ -144,7 +144,7 @@ def cmd_plot_attention(args: argparse.Namespace) -> int:
     loaded = load_model(args.checkpoint, device=args.device)
     s = loaded.config.search
     result = attention_of(loaded.model, loaded.tokenizer, args.sentence, device=loaded.device,
-                          max_src_len=loaded.config.model.max_positions - 2, max_len_a=s.max_len_a,
+                          max_src_len=loaded.config.model.max_pieces, max_len_a=s.max_len_a,
                           max_len_b=s.max_len_b)
     print(result.translation)
     out = plot_attention(result.weights, result.src_tokens, result.tgt_tokens, args.output,

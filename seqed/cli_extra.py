@@ -89,7 +89,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     loaded = load_model(args.checkpoint, device=args.device)
     lines = list(_input_lines(args.input))
     vectors = encode_sentences(loaded.model, loaded.tokenizer, lines, batch_size=args.batch_size,
-                               device=loaded.device, max_len=loaded.config.model.max_positions - 2)
+                               device=loaded.device, max_len=loaded.config.model.max_pieces)
     with open(args.output, "wb") as f:  # np.save(path) would append ".npy" to other names
         np.save(f, vectors)
     print(f"wrote {vectors.shape[0]} codes of size {vectors.shape[1] if vectors.ndim == 2 else 0} to "

@@ -117,6 +117,16 @@ class ModelConfig:
     free_bits: float = 0.0          # variational: KL floor per latent dimension (nats)
     tie_encoder_decoder: bool = False  # share encoder and decoder layer weights where shapes allow
 
+    @property
+    def max_pieces(self) -> int:
+        """Most pieces a sentence keeps on either side: BOS and EOS take the other two positions."""
+        return self.max_positions - 2
+
+    @property
+    def max_output_len(self) -> int:
+        """Most tokens search may emit: BOS plus the outputs fit the positions."""
+        return self.max_positions - 1
+
 
 @dataclass
 class TrainConfig:

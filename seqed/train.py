@@ -422,8 +422,8 @@ class Trainer:
             translator = Translator(self.model, self.tokenizer, device=self.device,
                                     beam_size=self.cfg.train.valid_beam, length_penalty=s.length_penalty,
                                     max_len_a=s.max_len_a, max_len_b=s.max_len_b,
-                                    batch_size=s.batch_size, max_src_len=self.cfg.model.max_positions - 2,
-                                    max_len_cap=self.cfg.model.max_positions - 1)
+                                    batch_size=s.batch_size, max_src_len=self.cfg.model.max_pieces,
+                                    max_len_cap=self.cfg.model.max_output_len)
             with self.autocast():
                 hyps = [h[0][0] for h in translator.translate_text(self.data.valid_src)]
             sc = score(hyps, self.data.valid_ref)

@@ -54,7 +54,7 @@ def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
         valid_ref = [t for _, t in pairs]
         vsi = tokenizer.encode_src(valid_src)
         vti = tokenizer.encode_tgt(valid_ref)
-        cap = cfg.model.max_positions - 2
+        cap = cfg.model.max_pieces
         valid = ParallelData([s[:cap] for s in vsi], [t[:cap] for t in vti])
         if d.valid_max_sentences:
             valid_src = valid_src[: d.valid_max_sentences]
