@@ -128,7 +128,7 @@ def plot_curves(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequ
 
 
 @dataclass
-class Attention:
+class AttentionMap:
     """The attention of one translated sentence.
 
     Attributes:
@@ -146,7 +146,7 @@ class Attention:
 
 
 def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: int = 1024,
-                 max_len_a: float = 1.2, max_len_b: int = 10) -> Attention:
+                 max_len_a: float = 1.2, max_len_b: int = 10) -> AttentionMap:
     """Translate `sentence` with greedy search and return the decoder's attention over the source.
 
     RNN decoders report their attention weights at every step; a Transformer decoder reports the last
@@ -189,7 +189,7 @@ def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: 
     # id -> piece, keeping SentencePiece's word-start marker; the Tokenizer has no public call for it
     src_tokens = tokenizer._src.id_to_piece(ids) + [EOS_LABEL]
     tgt_tokens = (tokenizer._tgt.id_to_piece(hyp.tokens) if hyp.tokens else []) + [EOS_LABEL]
-    return Attention(weights=np.ascontiguousarray(weights), src_tokens=src_tokens, tgt_tokens=tgt_tokens,
+    return AttentionMap(weights=np.ascontiguousarray(weights), src_tokens=src_tokens, tgt_tokens=tgt_tokens,
                      translation=tokenizer.decode_tgt([hyp.tokens])[0])
 
 
