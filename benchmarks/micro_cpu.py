@@ -8,9 +8,9 @@ seqed uses. The claims (where they are made):
   `bernoulli_` mask (forward + backward on Transformer activations).
 * `seqed/losses.py`: fused `F.cross_entropy(label_smoothing=...)` is faster than log_softmax + gather
   + mean for label-smoothed cross-entropy, in fp32 and bf16 (forward + backward, 4096 tokens x 8k).
-* `seqed/encoders/transformer.py` (`MultiHeadAttention.attend`): on CPU the math SDPA backend beats
+* `seqed/layers.py` (`MultiHeadAttention.attend`): on CPU the math SDPA backend beats
   the flash kernel for short sequences, fp32 and bf16 (forward + backward, B=200, h=4, T=22, d=64).
-* `seqed/encoders/transformer.py` (`MultiHeadAttention.attend`, one query per row): in a decoding step
+* `seqed/layers.py` (`MultiHeadAttention.attend`, one query per row): in a decoding step
   on CPU, plain matmuls + softmax beat both SDPA kernels (forward only, beam-search shapes: 64
   sentences x beam 5 = 320 rows, h=4, 16 keys with padding, d=64).
 * `seqed/optim.py`: the fused AdamW step is faster than the per-tensor for-loop (and the foreach
@@ -138,7 +138,7 @@ def bench_sdpa(rounds: int, calls: int) -> list[dict]:
 
             times = interleaved({"flash": run(SDPBackend.FLASH_ATTENTION), "math": run(SDPBackend.MATH)},
                                 rounds=rounds, calls=calls)
-            out.append({"claim": "seqed/encoders/transformer.py", "case": f"SDPA fwd+bwd B={b} h={h} T={t} d={d} "
+            out.append({"claim": "seqed/layers.py", "case": f"SDPA fwd+bwd B={b} h={h} T={t} d={d} "
                         f"{kind} {str(dtype).replace('torch.', '')}", "baseline": "flash", "seqed": "math",
                         "times_s": times})
     return out
@@ -172,7 +172,7 @@ def bench_decode_attention(rounds: int, calls: int) -> list[dict]:
 
         times = interleaved({"math": sdpa(SDPBackend.MATH), "flash": sdpa(SDPBackend.FLASH_ATTENTION),
                              "matmul": matmul}, rounds=rounds, calls=calls)
-        out.append({"claim": "seqed/encoders/transformer.py", "case": f"decoding-step attention B={b} h={h} "
+        out.append({"claim": "seqed/layers.py", "case": f"decoding-step attention B={b} h={h} "
                     f"T=1 S={s} d={d} padding mask {str(dtype).replace('torch.', '')}", "baseline": "math",
                     "seqed": "matmul", "times_s": times})
     return out

@@ -1,8 +1,10 @@
-"""The encoder's output: the `Memory` handed from any encoder to any decoder."""
+"""What flows between the parts: the encoder's `Memory`, handed to any decoder, and the `DecoderState`
+protocol every decoder's incremental state follows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Optional, Protocol
 
 from torch import Tensor
 
@@ -38,3 +40,17 @@ class Memory:
     def lengths(self) -> Tensor:
         """Number of real tokens per sequence, (B,)."""
         return self.mask.sum(dim=1)
+
+
+class DecoderState(Protocol):
+    """What search needs of a decoder's incremental state (see `seqed/decoders/base.py`).
+
+    Attributes:
+        attn: (B, S) the last step's attention over the source, or None for decoders without attention.
+    """
+
+    attn: Optional[Tensor]
+
+    def index_select(self, idx: Tensor) -> "DecoderState":
+        """Rows `idx` (N,) of the batch: beam reordering and dropping finished sentences."""
+        ...

@@ -6,7 +6,8 @@ from torch import nn
 
 from seqed.decoders.transformer import TransformerDecoder, TransformerState
 from seqed.embeddings import POSITIONS, LearnedPositions, SinusoidalPositions
-from seqed.encoders.transformer import MultiHeadAttention, TransformerEncoder
+from seqed.encoders.transformer import TransformerEncoder
+from seqed.layers import MultiHeadAttention
 from seqed.memory import Memory
 from seqed.vocab import BOS_ID, PAD_ID
 
@@ -282,3 +283,31 @@ def test_attention_mask_with_causal_combines_both():
     assert torch.all(w[0][~allowed] == 0)
     sdpa, _ = mha(x, mask=mask, is_causal=True)
     assert torch.allclose(out, sdpa, atol=1e-5)
+
+
+def test_attention_kernels_are_chosen_per_device():
+    from torch.nn.attention import SDPBackend
+
+    from seqed.layers import attention_backends
+
+    # CPU: explicit matmuls for a decoding step, the math kernel otherwise (benchmarks/micro_cpu.py).
+    assert attention_backends("cpu", queries=1, dropout=0.0) is None
+    assert attention_backends("cpu", queries=1, dropout=0.1) == [SDPBackend.MATH]
+    assert attention_backends("cpu", queries=7, dropout=0.0) == [SDPBackend.MATH]
+    # CUDA: never cuDNN (a graph per new shape made bf16 decoding 13x slower than fp32), steps included.
+    for queries in (1, 7):
+        chosen = attention_backends("cuda", queries=queries, dropout=0.0)
+        assert SDPBackend.CUDNN_ATTENTION not in chosen and SDPBackend.EFFICIENT_ATTENTION in chosen
+
+
+def test_cpu_decoding_step_attention_equals_the_sdpa_kernel():
+    from seqed.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=16, heads=4).eval()
+    q, k, v = torch.randn(3, 4, 1, 4), torch.randn(3, 4, 5, 4), torch.randn(3, 4, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)[:, None, None, :]
+    fast, _ = mha.attend(q, k, v, mask=mask)  # the matmul path
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, 1, dh)
+    ref = mha.out_proj(ref.transpose(1, 2).reshape(3, 1, 16))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)

@@ -10,22 +10,16 @@ A decoder is an ``nn.Module`` with three methods:
   same logits as ``forward`` on it (to ~1e-5 in fp32; tested for every decoder).
 
 States implement ``index_select(idx) -> state`` (idx (N,) long, rows of the batch) for beam
-reordering and for dropping finished sentences, and expose ``attn`` (B, S) or None: the last
+reordering and for dropping finished sentences (`seqed.memory.DecoderState`), and expose ``attn`` (B, S) or None: the last
 step's attention over the source, used by plots.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional
 
 from torch import Tensor
-
-
-class DecoderState(Protocol):
-    attn: Optional[Tensor]
-
-    def index_select(self, idx: Tensor) -> "DecoderState": ...
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from seqed.dropout import Dropout
 from seqed.decoders.base import DecoderOutput
 from seqed.embeddings import TokenEmbedding
-from seqed.encoders.transformer import FeedForward, MultiHeadAttention, check_heads
+from seqed.layers import FeedForward, MultiHeadAttention, check_heads, key_mask
 from seqed.memory import Memory
 
 
@@ -164,7 +164,7 @@ class TransformerDecoder(nn.Module):
             DecoderOutput with logits (B, T, V) and, if `need_attn`, attn (B, T, S).
         """
         x = self.embed(tokens)  # (B, T, D)
-        cross_mask = memory.mask[:, None, None, :]  # (B, 1, 1, S)
+        cross_mask = key_mask(memory.mask)  # (B, 1, 1, S)
         attn = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -196,7 +196,7 @@ class TransformerDecoder(nn.Module):
             logits (B, V) for the next token, and the new state (caches one token longer).
         """
         x = self.embed(tokens.unsqueeze(1), offset=state.length)  # (B, 1, D)
-        cross_mask = state.cross_mask[:, None, None, :]  # (B, 1, 1, S)
+        cross_mask = key_mask(state.cross_mask)  # (B, 1, 1, S)
         self_k, self_v, attn = [], [], None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
