@@ -79,3 +79,25 @@ def test_train_and_decode_reversal(tmp_path, arch):
                   input=(data / "test.src").read_text())
     assert piped.returncode == 0, piped.stderr[-3000:]
     assert piped.stdout == proc.stdout
+
+
+def test_every_command_module_registers_its_commands():
+    """The CLI package imports its command modules statically: each one's commands are in the parser."""
+    from seqed.cli.main import COMMAND_MODULES, build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert {m.__name__.rsplit(".", 1)[1] for m in COMMAND_MODULES} == {
+        "train", "translate", "checkpoints", "autoencoder", "prepare", "plot"}
+    assert {"train", "translate", "score", "average", "encode", "reconstruct", "sample", "interpolate",
+            "evaluate", "prepare", "plot"} <= set(sub.choices)
+
+
+def test_score_reads_through_the_utf8_check(tmp_path, capsys):
+    from seqed.cli import main
+
+    ref = tmp_path / "ref.txt"
+    ref.write_text("a cat\n", encoding="utf-8")
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_bytes(b"a \xe9cat\n")
+    assert main(["score", "-r", str(ref), "--hyp", str(hyp)]) == 2
+    assert f"{hyp}:1: not valid UTF-8" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from seqed import cli, cli_data  # noqa: E402
+from seqed import cli  # noqa: E402
 from seqed.config import load_config  # noqa: E402
 from seqed.inference import load_model  # noqa: E402
 from seqed.plot import attention_of  # noqa: E402
@@ -36,19 +36,6 @@ MODELS = {
                   "model.decoder.hidden=16", "model.encoder.embed_dim=12", "model.decoder.embed_dim=12",
                   "model.decoder.attention=none"],
 }
-
-
-@pytest.fixture(autouse=True)
-def plot_command(monkeypatch):
-    """`seqed plot` through `cli.main`, whether or not cli.py registers seqed.cli_data yet."""
-    original = cli._register_extra
-
-    def register(sub):
-        original(sub)
-        if "plot" not in sub.choices:
-            cli_data.register(sub)
-
-    monkeypatch.setattr(cli, "_register_extra", register)
 
 
 @pytest.fixture(scope="module")

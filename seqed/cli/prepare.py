@@ -1,4 +1,4 @@
-"""Data and picture commands: `seqed prepare` (corpus sources) and `seqed plot` (curves, attention)."""
+"""`seqed prepare`: download or copy a corpus into aligned text files."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ EPILOG_PREPARE = """examples:
   seqed prepare multi30k --out runs/data/multi30k                 # download (checksums verified)
   seqed prepare tatoeba --tsv eng-fra.tsv --out runs/data/tatoeba --seed 1 --valid 2000 --test 2000
   seqed prepare wmt14 --out runs/data/wmt14 --limit 2000000 --shuffle-seed 1
-"""
-
-EPILOG_PLOT = """examples:
-  seqed plot curves runs/multi30k_transformer runs/multi30k_rnn_attention -o curves.png
-  seqed plot attention -c runs/multi30k_rnn_attention "A man rides a bike." -o attn.png
 """
 
 
@@ -65,34 +60,11 @@ def register(sub) -> None:
     c.add_argument("--name", default="wmt14", help="hub dataset name (default wmt14)")
     c.add_argument("--config", default="fr-en", help="hub dataset config (default fr-en)")
     c.set_defaults(func=cmd_prepare_wmt14)
-    p.set_defaults(func=_usage(p))
-
-    p = sub.add_parser("plot", help="draw training curves or an attention heatmap (PNG, PDF, SVG)",
-                       description="Pictures with matplotlib (pip install 'seqed[plot]').",
-                       epilog=EPILOG_PLOT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = p.add_subparsers(dest="kind", metavar="KIND")
-    c = kinds.add_parser("curves", help="validation loss and BLEU against steps and training minutes",
-                         description="One line per run directory (read from its train.log.jsonl): validation "
-                                     "loss and BLEU against update steps and against training minutes.")
-    c.add_argument("runs", nargs="+", help="run directories (or train.log.jsonl files)")
-    c.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
-    c.add_argument("--labels", default=None, help="comma-separated legend labels (default: directory names)")
-    c.set_defaults(func=cmd_plot_curves)
-
-    c = kinds.add_parser("attention", help="source x output attention of one greedy translation",
-                         description="Translate one sentence greedily and draw the attention: rows are output "
-                                     "pieces (+ EOS), columns source pieces (+ EOS). RNN decoders give their "
-                                     "attention weights; Transformers the last decoder layer's cross-attention "
-                                     "averaged over heads.")
-    c.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
-    c.add_argument("sentence", help="the source sentence")
-    c.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
-    c.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-    c.set_defaults(func=cmd_plot_attention)
-    p.set_defaults(func=_usage(p))
+    p.set_defaults(func=usage(p))
 
 
-def _usage(parser: argparse.ArgumentParser):
+def usage(parser: argparse.ArgumentParser):
+    """A command that only groups subcommands: print its help, exit 2."""
     def show(args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)
         return 2
@@ -124,30 +96,4 @@ def cmd_prepare_wmt14(args: argparse.Namespace) -> int:
 
     _report(prepare_wmt14(args.out, limit=args.limit, name=args.name, config=args.config, test=args.test,
                           shuffle_seed=args.shuffle_seed), args.out)
-    return 0
-
-
-def cmd_plot_curves(args: argparse.Namespace) -> int:
-    from seqed.plot import plot_curves
-
-    labels = args.labels.split(",") if args.labels else None
-    if labels is not None and len(labels) != len(args.runs):
-        raise ValueError(f"--labels has {len(labels)} names for {len(args.runs)} runs; give one per run")
-    print(f"wrote {plot_curves(args.runs, args.output, labels=labels)}", file=sys.stderr)
-    return 0
-
-
-def cmd_plot_attention(args: argparse.Namespace) -> int:
-    from seqed.inference import load_model
-    from seqed.plot import attention_of, plot_attention
-
-    loaded = load_model(args.checkpoint, device=args.device)
-    s = loaded.config.search
-    result = attention_of(loaded.model, loaded.tokenizer, args.sentence, device=loaded.device,
-                          max_src_len=loaded.config.model.max_pieces, max_len_a=s.max_len_a,
-                          max_len_b=s.max_len_b)
-    print(result.translation)
-    out = plot_attention(result.weights, result.src_tokens, result.tgt_tokens, args.output,
-                         title=result.translation)
-    print(f"wrote {out}", file=sys.stderr)
     return 0

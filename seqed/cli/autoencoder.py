@@ -1,4 +1,4 @@
-"""Autoencoder commands: encode, reconstruct, sample, interpolate, evaluate."""
+"""The autoencoder commands: `seqed encode`, `reconstruct`, `sample`, `interpolate`, `evaluate`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from seqed.cli import _add_search_args, _check_input, _chunks, _input_lines, _open_out, load_translator
+from seqed.cli.io import check_input, chunks, input_lines, open_out
+from seqed.cli.options import add_search_args, load_translator
 
 
 FILL_HELP = ("with --noise mask=...: keep the uncorrupted pieces and predict only the masked ones (forced "
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--noise", default="", help="corruption spec, e.g. 'mask=0.15' or 'drop=0.1,shuffle_k=3'")
     p.add_argument("--seed", type=int, default=1, help="seed of the corruption")
     p.add_argument("--fill", action="store_true", help=FILL_HELP)
-    _add_search_args(p)
+    add_search_args(p)
     p.set_defaults(func=cmd_reconstruct, nbest=1)
 
     p = sub.add_parser("sample", help="sample sentences from a variational autoencoder's prior",
@@ -75,7 +76,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the corruption")
     p.add_argument("--fill", action="store_true", help=FILL_HELP)
     p.add_argument("--json", default=None, help="also write the report to this JSON file")
-    _add_search_args(p)
+    add_search_args(p)
     p.set_defaults(func=cmd_evaluate, nbest=1)
 
 
@@ -85,9 +86,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from seqed.autoencoder import encode_sentences
     from seqed.inference import load_model
 
-    _check_input(args.input)
+    check_input(args.input)
     loaded = load_model(args.checkpoint, device=args.device)
-    lines = list(_input_lines(args.input))
+    lines = list(input_lines(args.input))
     vectors = encode_sentences(loaded.model, loaded.tokenizer, lines, batch_size=args.batch_size,
                                device=loaded.device, max_len=loaded.config.model.max_pieces)
     with open(args.output, "wb") as f:  # np.save(path) would append ".npy" to other names
@@ -135,11 +136,11 @@ def _rebuild(translator, noisy_ids: list[list[int]], masked: list[list[bool]], f
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     noise = _noise(args)
-    _check_input(args.input)
+    check_input(args.input)
     translator = load_translator(args, progress=args.input != "-" and args.output != "-")
-    out = _open_out(args.output)
+    out = open_out(args.output)
     try:
-        for chunk in _chunks(_input_lines(args.input), 2000):
+        for chunk in chunks(input_lines(args.input), 2000):
             if noise is not None:
                 noisy_ids, masked, noisy_text = _corrupt(translator, chunk, noise, args.seed)
                 texts = translator.tokenizer.decode_tgt(_rebuild(translator, noisy_ids, masked, args.fill))
@@ -204,9 +205,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    variational_report)
 
     noise = _noise(args)
-    _check_input(args.input)
+    check_input(args.input)
     translator = load_translator(args, progress=True)
-    lines = list(_input_lines(args.input))
+    lines = list(input_lines(args.input))
     lines = [x for x in lines if x.strip()]
     if not lines:
         raise ValueError(f"{args.input}: no non-empty line to evaluate")
