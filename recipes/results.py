@@ -90,7 +90,8 @@ def write(args: argparse.Namespace) -> dict:
     run = Path(args.run)
     loaded = load_model(str(run / args.checkpoint), device="cpu")
     cfg = loaded.config
-    log = [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines() if line.strip()]
+    log = [r for r in (json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()
+                                if line.strip()) if r.get("event", "valid") == "valid"]
     last = log[-1]
     bleus = [r["valid_bleu"] for r in log if "valid_bleu" in r]
     device = cfg.train.device

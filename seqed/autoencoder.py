@@ -1,5 +1,5 @@
-"""Autoencoder tools on any trained `EncoderDecoder`: codes, corruption, reconstruction metrics, sampling,
-interpolation.
+"""Autoencoder tools on any trained `EncoderDecoder`: codes, corruption, forced completion, sampling,
+interpolation (the reconstruction metrics are in `seqed/evaluate.py`).
 
 An autoencoder in seqed is configuration (target = source, a bottleneck, optional noise), so these
 functions work on the same model class as translation; `encode_sentences` works on translation
@@ -9,7 +9,6 @@ models too.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,7 +19,6 @@ from seqed.bottleneck import latent_memory
 from seqed.data.batching import collate
 from seqed.memory import Memory
 from seqed.noise import FIRST_WORD_ID, NoiseConfig, Noiser
-from seqed.scoring import score
 from seqed.search import Hypothesis, beam_search, greedy_search
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -96,26 +94,6 @@ def keeps_positions(noise: NoiseConfig) -> bool:
     """True when corrupted position i still holds (a replacement of) clean word i: mask and substitute
     only, so completion accuracy at the masked positions is defined."""
     return not (noise.drop or noise.infill or noise.shuffle_k)
-
-
-def completion_accuracy(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]],
-                        masked: Sequence[Sequence[bool]]) -> Optional[float]:
-    """Percentage of masked (or substituted) positions whose reconstruction is the clean piece.
-
-    Only meaningful for position-keeping noise (`keeps_positions`): masked[b][i] refers to ref_ids[b][i].
-    Returns None when nothing was masked.
-    """
-    hits = total = 0
-    for h, r, m in zip(hyp_ids, ref_ids, masked):
-        where = np.flatnonzero(np.asarray(m, dtype=bool)[: len(r)])
-        if len(where) == 0:
-            continue
-        hyp = np.full(len(r), -1, dtype=np.int64)
-        n = min(len(h), len(r))
-        hyp[:n] = np.asarray(h[:n], dtype=np.int64)
-        hits += int((hyp[where] == np.asarray(r, dtype=np.int64)[where]).sum())
-        total += len(where)
-    return round(100 * hits / total, 2) if total else None
 
 
 @torch.inference_mode()
@@ -219,115 +197,3 @@ def interpolation_path(za: Tensor, zb: Tensor, steps: int, *, spherical: bool = 
     if spherical:
         return torch.stack([slerp(za, zb, float(t)) for t in ts])  # (K, Z)
     return (1 - ts)[:, None] * za + ts[:, None] * zb  # (K, Z)
-
-
-# ---------------------------------------------------------------------------------------------
-# metrics
-
-
-@dataclass
-class ReconstructionReport:
-    token_accuracy: float   # reference tokens (incl. EOS) reproduced at the same position, in %
-    exact_match: float      # sentences reproduced exactly (same piece ids), in %
-    bleu: float
-    chrf: float
-    n: int
-    by_length: list[dict]   # the same per reference-length bucket (pieces)
-    bleu_signature: str = ""
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def _token_stats(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sentence: positions where hyp+EOS equals ref+EOS, reference length (+EOS), exact match (0/1)."""
-    n = len(ref_ids)
-    hyp_len = np.array([len(h) for h in hyp_ids], dtype=np.int64)
-    ref_len = np.array([len(r) for r in ref_ids], dtype=np.int64)
-    width = int(max(hyp_len.max(initial=0), ref_len.max(initial=0))) + 1
-    cols = np.arange(width)
-
-    def padded(seqs, lengths, fill):
-        out = np.full((n, width), fill, dtype=np.int64)  # (N, W)
-        out[cols[None, :] < lengths[:, None]] = np.fromiter((t for s in seqs for t in s), dtype=np.int64,
-                                                             count=int(lengths.sum()))
-        out[np.arange(n), lengths] = EOS_ID
-        return out
-
-    hyp, ref = padded(hyp_ids, hyp_len, -1), padded(ref_ids, ref_len, -2)  # (N, W) each
-    correct = ((hyp == ref) & (cols[None, :] <= ref_len[:, None])).sum(1)  # (N,)
-    exact = ((hyp_len == ref_len) & (correct == ref_len + 1)).astype(np.int64)
-    return correct, ref_len + 1, exact
-
-
-def reconstruction_report(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]],
-                          hyp_text: Sequence[str], ref_text: Sequence[str], *,
-                          buckets: Sequence[int] = (5, 10, 15, 20, 30, 50)) -> ReconstructionReport:
-    """Token accuracy, exact match, BLEU and chrF, overall and by reference length (in pieces).
-
-    Raises:
-        ValueError: no sentences, or lists of different lengths.
-    """
-    if not ref_ids:
-        raise ValueError("no sentences to evaluate: the input holds no non-empty line")
-    if not len(hyp_ids) == len(ref_ids) == len(hyp_text) == len(ref_text):
-        raise ValueError(f"{len(hyp_ids)} hypotheses but {len(ref_ids)} references; they must match")
-    correct, total, exact = _token_stats(hyp_ids, ref_ids)
-    sc = score(hyp_text, ref_text)
-    lengths = total - 1
-    edges = [0, *buckets, 10 ** 9]
-    rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = np.nonzero((lengths > lo) & (lengths <= hi))[0]
-        if len(sel) == 0:
-            continue
-        bs = score([hyp_text[i] for i in sel], [ref_text[i] for i in sel])
-        rows.append({"lengths": f"{lo + 1}-{hi}" if hi < 10 ** 9 else f">{lo}", "n": int(len(sel)),
-                     "token_accuracy": round(100 * correct[sel].sum() / total[sel].sum(), 2),
-                     "exact_match": round(100 * exact[sel].mean(), 2), "bleu": bs.bleu, "chrf": bs.chrf})
-    return ReconstructionReport(token_accuracy=round(100 * correct.sum() / total.sum(), 2),
-                                exact_match=round(100 * exact.mean(), 2),
-                                bleu=sc.bleu, chrf=sc.chrf, n=len(ref_ids), by_length=rows,
-                                bleu_signature=sc.bleu_signature)
-
-
-@torch.inference_mode()
-def variational_report(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 128,
-                       device: torch.device | str = "cpu", active_threshold: float = 0.01,
-                       max_len: int = 1022, seed: int = 0) -> dict:
-    """KL, reconstruction NLL and ELBO of a variational autoencoder, and its active units.
-
-    Per sentence, in nats: KL(q(z|x) || N(0, I)) in closed form; NLL = -log p(x|z) for one posterior
-    sample z (seeded, so the report is reproducible); ELBO = -(NLL + KL), a lower bound on log p(x).
-    Active units: latent dimensions whose posterior mean varies across the data by more than
-    `active_threshold` (Burda et al. 2016, https://arxiv.org/abs/1509.00519, sec. 5.2).
-    """
-    from seqed.losses import label_smoothed_nll
-
-    if not is_variational(model):
-        raise ValueError("variational metrics need a model trained with model.bottleneck=variational")
-    model.eval()
-    ids = tokenizer.encode_src(list(sentences))
-    if not ids:
-        raise ValueError("no sentences to evaluate")
-    kl_sum, nll_sum, mus = 0.0, 0.0, []
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        for pos, src in _src_batches(ids, batch_size, max_len):
-            src = src.to(device)
-            enc = model.bottleneck(model.encoder(src), sample=True)
-            tgt = [ids[i][:max_len] for i in pos]
-            batch = collate(tgt, tgt, list(range(len(pos))))
-            out = model.decoder(batch.tgt_in.to(device), enc.memory)
-            nll_sum += float(label_smoothed_nll(out.logits, batch.tgt_out.to(device)).nll)
-            kl_sum += float(enc.kl_raw)
-            mus.append(enc.mu.float().cpu())
-    finally:
-        torch.set_rng_state(gen_state)
-    mu = torch.cat(mus)  # (N, Z)
-    var = mu.var(dim=0, unbiased=True) if mu.size(0) > 1 else torch.zeros(mu.size(1))  # (Z,)
-    n = len(ids)
-    return {"kl": kl_sum / n, "nll": nll_sum / n, "elbo": -(kl_sum + nll_sum) / n,
-            "active_units": int((var > active_threshold).sum()), "latent_dim": int(mu.size(1)), "n": n}

@@ -1,8 +1,9 @@
-"""Checkpoints: atomic writes, safe loads, rotation, averaging.
+"""Checkpoints: the versioned format, atomic writes, safe loads, rotation, averaging.
 
 A checkpoint is one `torch.save` dict holding only tensors and plain Python values, so it loads with
 `torch.load(weights_only=True)`: a file from a stranger cannot run code. It carries the config and
-the tokenizer models, so a checkpoint alone can translate.
+the tokenizer models, so a checkpoint alone can translate. `Checkpoint` names its entries; its
+`version` is checked on load.
 """
 
 from __future__ import annotations
@@ -13,17 +14,92 @@ import re
 import struct
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
+# The format written here; files of a newer format are refused with a clear message.
 CHECKPOINT_VERSION = 1
 _STEP_RE = re.compile(r"checkpoint_(\d+)\.pt$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says which file and why."""
+
+
+@dataclass
+class Checkpoint:
+    """What a training checkpoint holds (format `CHECKPOINT_VERSION`).
+
+    Attributes:
+        model: the model's state_dict.
+        config: the full config as a plain dict (`seqed.config.to_dict`).
+        tokenizer: the tokenizer models (`Tokenizer.to_dict`).
+        optimizer, scheduler, scaler: training state (None in averaged or exported checkpoints; scaler
+            None unless fp16 on CUDA).
+        train_state: `TrainState.to_dict()` plus "world", the process count that wrote it.
+        rng: random generator states (`runtime.rng_state`), with "per_rank" under DDP.
+        versions: library versions that wrote it.
+    """
+
+    model: dict
+    config: dict
+    tokenizer: Optional[dict] = None
+    optimizer: Optional[dict] = None
+    scheduler: Optional[dict] = None
+    scaler: Optional[dict] = None
+    train_state: dict = field(default_factory=dict)
+    rng: Optional[dict] = None
+    versions: dict = field(default_factory=dict)
+    version: int = CHECKPOINT_VERSION
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `data` (str as UTF-8) to `path` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Point `dst` at the same data as `src` (hard link, or a copy), replacing it atomically."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def save_step(ckpt: Checkpoint, directory: str | os.PathLike, step: int, *, is_best: bool,
+              keep_last: int) -> Path:
+    """Write `checkpoint_<step>.pt` and point `checkpoint_last.pt` (and `_best`) at it; rotate old steps.
+
+    Best is linked before last: a kill in between leaves `last` older, and resuming redoes the step.
+
+    Raises:
+        OSError: the disk is full or not writable; the earlier checkpoints are intact.
+    """
+    directory = Path(directory)
+    step_path = directory / f"checkpoint_{step}.pt"
+    save_atomic(ckpt.to_dict(), step_path)
+    if is_best:
+        link_atomic(step_path, directory / "checkpoint_best.pt")
+    link_atomic(step_path, directory / "checkpoint_last.pt")
+    rotate(directory, keep_last)
+    return step_path
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -86,7 +162,64 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"Use an earlier checkpoint from the same directory.") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a seqed checkpoint (no 'model'/'config' entries)")
+    version = state.get("version", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} was written by a newer seqed (this one reads "
+                              f"formats up to {CHECKPOINT_VERSION}): upgrade seqed (pip install -U seqed)")
     return state
+
+
+def resume_checkpoint(out: str | os.PathLike, config: dict, *, resume: bool) -> Optional[dict]:
+    """The checkpoint a run in `out` continues from (None for a new run), checked against its config.
+
+    Args:
+        out: the run directory.
+        config: the new run's full config (`seqed.config.to_dict`).
+        resume: --resume was given.
+
+    Raises:
+        ValueError: a new run in a directory that holds one, --resume without a checkpoint, or a
+            model/tokenizer config that differs from the checkpoint's (train/data/search may change).
+    """
+    from seqed.config import config_diff, config_from_dict, to_dict
+
+    last = Path(out) / "checkpoint_last.pt"
+    if not resume:
+        if last.is_file():
+            raise ValueError(f"{out} already holds a run (checkpoint_last.pt): add --resume to "
+                             f"continue it, or choose another out_dir")
+        return None
+    if not last.is_file():
+        raise ValueError(f"--resume: no {last}; start without --resume or point out_dir at the run")
+    ckpt = load_checkpoint(last)
+    stored = to_dict(config_from_dict(ckpt["config"]))  # with the defaults of keys added since
+    changed = [f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in config_diff(
+        {"model": stored.get("model"), "tokenizer": stored.get("tokenizer")},
+        {"model": config["model"], "tokenizer": config["tokenizer"]})]
+    if changed:
+        raise ValueError(f"--resume: the model/tokenizer config differs from the one in {last} "
+                         f"({'; '.join(changed)}): resume with the same model and tokenizer "
+                         f"(the train, data and search sections may change), or start a new out_dir")
+    return ckpt
+
+
+def restore_weights(ckpt: dict, *, model, optimizer, schedule, scaler) -> None:
+    """Load a training checkpoint's model, optimizer, schedule and (fp16) scaler states.
+
+    Raises:
+        CheckpointError: the states do not fit the model built from the config.
+    """
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint does not match the model: {str(err).splitlines()[0]}") from None
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint's optimizer state does not match the model: {err}") from None
+    schedule.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:

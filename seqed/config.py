@@ -150,6 +150,7 @@ class TrainConfig:
     max_minutes: float = 0.0    # wall-clock budget; 0 = no limit
     valid_every: int = 500      # steps between validations (and checkpoints)
     valid_bleu: bool = True
+    valid_bleu_every: int = 1   # decode for BLEU at every n-th validation (loss only between); the last always
     valid_beam: int = 1         # 1 = greedy
     early_stop_metric: str = "bleu"  # bleu | loss
     patience: int = 0           # validations without improvement before stopping; 0 = off
@@ -161,6 +162,7 @@ class TrainConfig:
     log_every: int = 50
     pad_to_multiple: int = 1    # round batch shapes up to a multiple (8 helps GPU matrix units)
     compile: bool = False       # torch.compile the model (opt-in; mostly a GPU speed-up)
+    tensorboard: bool = False   # also log to out_dir/tensorboard (pip install 'seqed[tensorboard]')
     max_bad_steps: int = 20     # consecutive non-finite losses before training stops
     skip_oom: bool = False      # CUDA out of memory on a batch: skip it (single process) instead of stopping
     kl_anneal: str = "linear"   # variational: none | linear | cyclical
@@ -221,6 +223,7 @@ class Config:
             "train.max_tokens": self.train.max_tokens,
             "train.accum": self.train.accum,
             "train.valid_every": self.train.valid_every,
+            "train.valid_bleu_every": self.train.valid_bleu_every,
             "train.log_every": self.train.log_every,
             "train.pad_to_multiple": self.train.pad_to_multiple,
             "search.beam": self.search.beam,
@@ -393,6 +396,14 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
             raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], path)
     return cls(**kwargs)
+
+
+def config_diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) for every leaf where two nested config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in config_diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))]
+    return [] if a == b else [(prefix, a, b)]
 
 
 def to_dict(cfg: Any) -> dict:

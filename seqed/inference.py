@@ -9,6 +9,7 @@ import torch
 from seqed.checkpoint import CheckpointError, load_checkpoint
 from seqed.config import Config, ConfigError, config_from_dict
 from seqed.model import EncoderDecoder, build_model
+from seqed.runtime import resolve_device
 from seqed.tokenizer import Tokenizer
 
 
@@ -19,14 +20,6 @@ class LoadedModel:
     config: Config
     device: torch.device
     step: int
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return torch.device(name)
 
 
 def load_model(path: str, device: str = "auto") -> LoadedModel:
@@ -52,7 +45,7 @@ def load_model(path: str, device: str = "auto") -> LoadedModel:
     except (RuntimeError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: weights do not match the stored architecture/vocabulary: "
                               f"{str(err).splitlines()[0]}. Was the file edited or assembled by hand?") from None
-    dev = pick_device(device)
+    dev = resolve_device(device)
     model.to(dev).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=cfg, device=dev,
                        step=int(state.get("train_state", {}).get("step", 0)))

@@ -82,3 +82,21 @@ def grad_norm_clip(model: nn.Module, max_norm: float) -> torch.Tensor:
     if max_norm > 0:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     return torch.norm(torch.stack([p.grad.detach().norm() for p in params])) if params else torch.zeros(())
+
+
+def skip_on_device(optimizer: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """Apply the update only when `finite` (a () bool tensor) is true, without reading it on the host.
+
+    Fused Adam/AdamW take a `found_inf` tensor (the hook `torch.amp.GradScaler` uses): when it is 1 the
+    kernel leaves parameters and moments untouched and the step counters are put back, exactly as if
+    `step()` had not been called. Other optimizers read the flag (one host synchronisation).
+    """
+    if optimizer.defaults.get("fused") and getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.grad_scale = None
+        optimizer.found_inf = (~finite).float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.grad_scale, optimizer.found_inf
+    elif bool(finite):
+        optimizer.step()

@@ -50,9 +50,11 @@ def read_log(run_dir: str | Path) -> list[dict]:
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 raise ValueError(f"{path}:{n}: not a JSON record; the log may be damaged: remove that line")
+            if row.get("event", "valid") == "valid":  # training lines ("event": "train") are not plotted
+                rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no validation records yet: plot after the first validation")
     return rows

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from seqed.checkpoint import write_atomic
 from seqed.data.corpus import read_lines, read_tsv
 
 MANIFEST_DIR = Path(__file__).resolve().parent.parent / "data" / "manifests"
@@ -64,14 +65,8 @@ def _file_info(path: Path) -> dict:
     return {"path": path.name, "lines": _count_lines(path), "sha256": sha256_file(path)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    _write_atomic(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+    write_atomic(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def one_line(text: str) -> str:
@@ -85,7 +80,7 @@ def write_record(out: Path, record: dict) -> Path:
 
     record = {**record, "seqed_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = out / "prepare.json"
-    _write_atomic(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return path
 
 
@@ -236,7 +231,7 @@ def prepare_multi30k(out: str | os.PathLike, *, data_dir: str | os.PathLike | No
                         f"{expected}. The upstream file changed or the download is corrupt; the download was "
                         f"deleted: run again, or use --data-dir with a verified copy")
                 mismatches.append(f"{split}.{lang}")
-            _write_atomic(out / f"{split}.{lang}", data)
+            write_atomic(out / f"{split}.{lang}", data)
             match = digest == expected if expected else None  # None: the manifest has no checksum for it
             infos[lang] = {**_file_info(out / f"{split}.{lang}"), "matches_manifest": match}
         if infos["en"]["lines"] != infos["fr"]["lines"]:

@@ -1,12 +1,17 @@
-"""The process a training run lives in: errors, torch.distributed, device, random state, versions."""
+"""The process a run lives in: errors, the device, torch.distributed helpers, stop signals, random state,
+versions."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -59,16 +64,101 @@ def init_distributed(device_kind: str) -> Dist:
                 local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str, dist_info: Dist) -> torch.device:
+def device_kind(name: str) -> str:
+    """"cuda" or "cpu": the kind of device `name` ("auto", "cpu", "cuda", "cuda:N") resolves to here."""
+    if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The one device resolver (training and inference).
+
+    Args:
+        name: "auto" (CUDA when available), "cpu", "cuda" (this process's GPU: `local_rank`) or "cuda:N".
+        local_rank: the process's GPU under torchrun.
+
+    Raises:
+        ValueError: CUDA asked for but not available.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise TrainingError(f"train.device={name} but CUDA is not available: use train.device=cpu")
+            raise ValueError(f"device {name} asked for (train.device or --device) but CUDA is not available "
+                             f"here: use cpu")
         if name == "cuda":
-            name = f"cuda:{dist_info.local_rank}"
+            name = f"cuda:{local_rank}"
         torch.cuda.set_device(torch.device(name))
     return torch.device(name)
+
+
+def all_reduce_sum(t: torch.Tensor, dist_info: Dist) -> torch.Tensor:
+    """`t` summed over all processes, in place and without a host read (identity in one process)."""
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def broadcast_object(obj: Any, dist_info: Dist) -> Any:
+    """Rank 0's `obj` on every rank (identity in one process)."""
+    if dist_info.world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_rng(device: torch.device, dist_info: Dist) -> dict:
+    """This rank's RNG state, with every rank's under "per_rank" when distributed (all ranks must call)."""
+    rng = rng_state(device)
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * dist_info.world
+        dist.all_gather_object(gathered, rng)
+        rng = dict(rng, per_rank=gathered)
+    return rng
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask a run to finish its current step, save and stop; a second one stops at once.
+
+    `received` holds the first signal's number, or None.
+    """
+
+    def __init__(self):
+        self.received: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
+
+    @contextlib.contextmanager
+    def installed(self, *, announce: bool = True) -> Iterator[None]:
+        """Handle the signals inside the block (main thread only: elsewhere Python cannot)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.received is not None:
+                raise KeyboardInterrupt
+            self.received = signum
+            if announce:  # os.write: printing through sys.stderr from a handler can be reentrant
+                os.write(2, f"[seqed] got {signal.Signals(signum).name}: finishing this step, then saving a "
+                            f"checkpoint (send it again to stop at once, without saving)\n".encode())
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 def seed_everything(seed: int) -> None:

@@ -19,9 +19,11 @@ import pytest
 import torch
 
 from ae_tasks import ALPHABET, letters, seqed, train_all, write_config, write_corpus
-from seqed.autoencoder import decode_latents, encode_sentences, reconstruction_report
+from seqed.autoencoder import decode_latents, encode_sentences
 from seqed.cli import main
+from seqed.evaluate import reconstruction_report
 from seqed.inference import load_model
+from seqed.runlog import read_records
 from seqed.vocab import EOS_ID
 
 STEPS = 400
@@ -129,7 +131,7 @@ def test_tied_autoencoder_shares_its_cell_after_loading(runs):
 
 
 def test_variational_kl_is_logged_positive_and_annealed(runs):
-    log = [json.loads(line) for line in (run_dir(runs, "vae") / "train.log.jsonl").read_text().splitlines()]
+    log = read_records(run_dir(runs, "vae") / "train.log.jsonl")
     assert [r["step"] for r in log] == [100, 200, 300, 400]
     for r in log:
         assert r["valid_kl"] > 0.1, r  # free bits keep the posterior away from the prior
@@ -142,7 +144,7 @@ def test_variational_kl_is_logged_positive_and_annealed(runs):
 
 
 def test_memory_log_has_no_kl(runs):
-    log = [json.loads(line) for line in (run_dir(runs, "memory") / "train.log.jsonl").read_text().splitlines()]
+    log = read_records(run_dir(runs, "memory") / "train.log.jsonl")
     assert log and all("valid_kl" not in r and "kl_weight" not in r for r in log)
 
 
@@ -287,7 +289,8 @@ def test_reconstruction_report_counts_tokens_with_eos_and_buckets_by_length():
 
 
 def test_corrupt_ids_is_seeded_and_keeps_masks_aligned():
-    from seqed.autoencoder import completion_accuracy, corrupt_ids, keeps_positions
+    from seqed.autoencoder import corrupt_ids, keeps_positions
+    from seqed.evaluate import completion_accuracy
     from seqed.noise import parse_noise
 
     ids = [[4 + (i * 7 + j) % 20 for j in range(3 + i % 6)] for i in range(300)]

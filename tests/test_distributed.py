@@ -15,13 +15,13 @@ exact arithmetic (softmax ignores a shift shared by all keys), so it is pure rou
 Adam divides by its own tiny magnitude and turns into lr-sized steps of either sign; they are left out.
 """
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from seqed.runlog import read_records
 from seqed.cli import main
 from tiny_runs import assert_same_tensors, child_env, load_state, write_config, write_task
 
@@ -40,7 +40,7 @@ def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
 
 
 def history(run) -> list:
-    return [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()]
+    return read_records(run / "train.log.jsonl")
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,12 @@
 """Train tiny models through the real CLI on a synthetic reversal task, then decode and check them."""
 
-import json
 import random
 import subprocess
 import sys
 
 import pytest
+
+from seqed.runlog import read_records
 
 ALPHABET = "a b c d e f g h i j k l".split()
 
@@ -59,7 +60,7 @@ def test_train_and_decode_reversal(tmp_path, arch):
         "train: {max_tokens: 1024, label_smoothing: 0.0, valid_every: 300, max_steps: 900, log_every: 100}\n")
     proc = seqed("train", str(cfg), *MODELS[arch], "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    log = [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()]
+    log = read_records(run / "train.log.jsonl")
     assert log[-1]["step"] == 900 and "valid_bleu" in log[-1]
     out = tmp_path / "hyp.txt"
     proc = seqed("translate", "-c", str(run), "--beam", "1", "-i", str(data / "test.src"), "-o", str(out),

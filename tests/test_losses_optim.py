@@ -1,5 +1,7 @@
+import copy
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -61,3 +63,26 @@ def test_plateau_schedule_reduces():
     s2 = Schedule(opt, kind="plateau", lr=1e-3)
     s2.load_state_dict(state)
     assert s2.lr_at(5) == s.lr_at(5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_nonfinite_update_is_skipped_on_the_device_exactly(fused):
+    """skip_on_device(finite=False) leaves weights, moments and step counters as if step() was never called."""
+    from seqed.optim import build_optimizer, skip_on_device
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = build_optimizer(model.parameters(), lr=0.1, weight_decay=0.01, fused=fused)
+    model(torch.randn(2, 4)).sum().backward()
+    skip_on_device(opt, torch.tensor(True))  # one real update: moments exist
+    before = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    model(torch.randn(2, 4)).sum().backward()
+    skip_on_device(opt, torch.tensor(False))
+    after = (model.state_dict(), opt.state_dict())
+    for k in before[0]:
+        assert torch.equal(before[0][k], after[0][k])
+    for i, s in before[1]["state"].items():
+        for k, v in s.items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(after[1]["state"][i][k])), k
+    skip_on_device(opt, torch.tensor(True))  # and the next good update is applied
+    assert not torch.equal(before[0]["weight"], model.weight)

@@ -16,6 +16,7 @@ import yaml
 import seqed.train
 from seqed.checkpoint import load_checkpoint
 from seqed.cli import main
+from seqed.runlog import read_records
 from seqed.model import EncoderDecoder
 from tiny_runs import load_state, write_config, write_task
 
@@ -281,7 +282,7 @@ def test_nonfinite_loss_is_skipped_and_counted(capsys, task, tmp_path, monkeypat
     rc, _, err = cli(capsys, "train", cfg, "--no-progress")
     assert rc == 0, err
     assert "step 3: non-finite loss or gradient, update skipped (1 in a row, 1 in all)" in err
-    log = [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()]
+    log = read_records(run / "train.log.jsonl")
     assert [r["step"] for r in log] == [3, 6] and [r["skipped_steps"] for r in log] == [1, 1]
     assert all(torch.isfinite(v).all() for v in load_state(run / "checkpoint_last.pt")["model"].values())
 
@@ -315,7 +316,7 @@ def test_out_of_memory_is_reported_with_the_batch_shape(capsys, task, tmp_path, 
     if skip:
         assert rc == 0, err
         assert "batch skipped (train.skip_oom)" in err
-        log = json.loads((run / "train.log.jsonl").read_text().splitlines()[-1])
+        log = read_records(run / "train.log.jsonl")[-1]
         assert log["step"] == 4 and log["oom_skipped"] == 1
     else:
         assert rc == 2 and "set train.skip_oom=true" in err and "Traceback" not in err
@@ -378,3 +379,21 @@ def test_same_config_and_seed_give_the_same_model(capsys, task, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [h["valid_nll"] for h in a["train_state"]["history"]] == \
         [h["valid_nll"] for h in b["train_state"]["history"]]
+
+
+def test_device_side_sums_give_the_logged_losses(capsys, task, tmp_path):
+    """Training lines every log_every updates; a validation's train_loss is their token-weighted mean."""
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", task, run, train="max_steps: 6, valid_every: 3, log_every: 1")
+    rc, _, err = cli(capsys, "train", cfg, "--no-progress")
+    assert rc == 0, err
+    lines = read_records(run / "train.log.jsonl", event="train")
+    valid = read_records(run / "train.log.jsonl")
+    assert [r["step"] for r in lines] == [1, 2, 3, 4, 5, 6] and [r["step"] for r in valid] == [3, 6]
+    assert all(r["train_loss"] > 0 and r["tokens_per_s"] > 0 and r["lr"] > 0 for r in lines)
+    ckpt = load_state(run / "checkpoint_last.pt")
+    assert [h["train_loss"] for h in ckpt["train_state"]["history"]] == [r["train_loss"] for r in valid]
+    for v, window in ((valid[0], lines[:3]), (valid[1], lines[3:])):
+        tokens = sum(r["target_tokens"] for r in window)
+        assert v["train_loss"] == pytest.approx(sum(r["train_loss"] * r["target_tokens"] for r in window) / tokens,
+                                                rel=1e-12)

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from seqed.checkpoint import load_checkpoint, remove_stale_temps
+from seqed.runlog import read_records
 from tiny_runs import assert_same_tensors, child_env, load_state, seqed_argv, write_config, write_task
 
 # Dropout and word dropout on: the resumed run must restore the torch RNG and reseed the noise generator.
@@ -56,8 +57,12 @@ def assert_same_run(run, reference) -> None:
     assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer.")
     for key in ("step", "valid_nll", "train_loss", "valid_bleu"):
         assert [h[key] for h in a["train_state"]["history"]] == [h[key] for h in b["train_state"]["history"]], key
-    log = [line for line in (run / "train.log.jsonl").read_text().splitlines()]
+    log = read_records(run / "train.log.jsonl")
     assert len(log) == STEPS // EVERY  # lines of steps redone after a kill were dropped on resume
+    # The training lines (sums kept on the device, saved with the checkpoint) match the uninterrupted run's.
+    lines, ref = (read_records(r / "train.log.jsonl", event="train") for r in (run, reference))
+    assert [(r["step"], r["train_loss"], r["target_tokens"]) for r in lines] == \
+        [(r["step"], r["train_loss"], r["target_tokens"]) for r in ref]
 
 
 @pytest.fixture(scope="module")

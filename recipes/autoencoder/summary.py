@@ -42,7 +42,8 @@ def write(run: Path, config: str, checkpoint: str) -> dict:
 
     loaded = load_model(checkpoint, device="cpu")
     cfg, model = loaded.config, loaded.model
-    log = [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines() if line.strip()]
+    log = [r for r in (json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()
+                                if line.strip()) if r.get("event", "valid") == "valid"]
     last = log[-1] if log else {}
     env = _read(run / "env.json") if (run / "env.json").is_file() else {}
     argv = env.get("argv", [])

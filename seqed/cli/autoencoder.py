@@ -201,8 +201,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seqed.autoencoder import (completion_accuracy, is_variational, keeps_positions, reconstruction_report,
-                                   variational_report)
+    from seqed.autoencoder import is_variational, keeps_positions
+    from seqed.evaluate import completion_accuracy, reconstruction_report, variational_report
 
     noise = _noise(args)
     check_input(args.input)

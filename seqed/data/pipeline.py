@@ -23,6 +23,21 @@ class Prepared:
     report: str
 
 
+def train_tokenizer(cfg: Config, log, corpus: Optional[tuple[list[str], list[str]]] = None) -> Tokenizer:
+    """Train the run's SentencePiece model on the training corpus (read here unless given)."""
+    d = cfg.data
+    if corpus is None:
+        corpus = load_corpus(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang, strict=d.strict,
+                             monolingual=d.monolingual)
+    train_src, train_tgt = corpus
+    log(f"training a {cfg.tokenizer.type} SentencePiece model, vocab {cfg.tokenizer.vocab_size}, "
+        f"{'joint' if cfg.tokenizer.joint else 'separate'}, on {len(train_src)} pairs")
+    return Tokenizer.train([s for s in train_src if s], None if d.monolingual else [t for t in train_tgt if t],
+                           vocab_size=cfg.tokenizer.vocab_size, model_type=cfg.tokenizer.type,
+                           joint=cfg.tokenizer.joint, character_coverage=cfg.tokenizer.character_coverage,
+                           seed=cfg.train.seed)
+
+
 def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
     """Read the corpora, train (or reuse) the tokenizer, encode and filter."""
     d = cfg.data
@@ -31,13 +46,7 @@ def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
     if d.strict:
         _check_no_empty("data.train", d.train, train_src, train_tgt)
     if tokenizer is None:
-        log(f"training a {cfg.tokenizer.type} SentencePiece model, vocab {cfg.tokenizer.vocab_size}, "
-            f"{'joint' if cfg.tokenizer.joint else 'separate'}, on {len(train_src)} pairs")
-        tokenizer = Tokenizer.train([s for s in train_src if s],
-                                    None if d.monolingual else [t for t in train_tgt if t],
-                                    vocab_size=cfg.tokenizer.vocab_size, model_type=cfg.tokenizer.type,
-                                    joint=cfg.tokenizer.joint,
-                                    character_coverage=cfg.tokenizer.character_coverage, seed=cfg.train.seed)
+        tokenizer = train_tokenizer(cfg, log, corpus=(train_src, train_tgt))
     src_ids = tokenizer.encode_src(train_src)
     tgt_ids = tokenizer.encode_tgt(train_tgt)
     keep, report = filter_pairs([len(s) for s in src_ids], [len(t) for t in tgt_ids],
