@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from seqed.alignment import source_reversed
 from seqed.encoders.rnn import reverse_padded
 from seqed.memory import Memory
+from seqed.vocab import PAD_ID
 
 
 @dataclass
@@ -32,26 +33,25 @@ class EnsembleMemory:
 
     Attributes:
         members: the members' memories, member order.
+        mask: (B, S) bool, True at real source tokens (a member's own mask may be narrower: a code
+            bottleneck's memory is one slot).
     """
 
     members: list[Memory]
+    mask: Tensor
 
     def index_select(self, idx: Tensor) -> "EnsembleMemory":
         """Rows `idx` (N,) of every member's memory."""
-        return EnsembleMemory([m.index_select(idx) for m in self.members])
-
-    @property
-    def mask(self) -> Tensor:
-        """(B, S) bool, True at real source tokens (the same for every member: it comes from src)."""
-        return self.members[0].mask
+        return EnsembleMemory([m.index_select(idx) for m in self.members], self.mask.index_select(0, idx))
 
     @property
     def batch_size(self) -> int:
-        return self.members[0].batch_size
+        return self.mask.size(0)
 
     @property
     def lengths(self) -> Tensor:
-        return self.members[0].lengths
+        """Number of real source tokens per sequence, (B,)."""
+        return self.mask.sum(dim=1)
 
 
 @dataclass
@@ -60,8 +60,9 @@ class EnsembleState:
 
     Attributes:
         members: the members' states, member order.
-        attn: (B, S) the last step's attention averaged over the members that report one, with every
-            member's columns in source reading order; None when no member reports attention.
+        attn: (B, S) the last step's attention over the source averaged over the members that report
+            one, with every member's columns in source reading order; None when no member does. (A
+            member that attends a code bottleneck's single slot, not the source positions, is left out.)
     """
 
     members: list[Any]
@@ -119,7 +120,7 @@ class EnsembleDecoder(nn.Module):
             lprobs.append(torch.log_softmax(logits.float(), dim=-1))  # (B, V)
             states.append(st)
             attn = getattr(st, "attn", None)
-            if attn is not None:
+            if attn is not None and attn.shape == memory.mask.shape:
                 attns.append(reverse_padded(attn, mem.lengths) if reverse else attn)  # (B, S) reading order
         if len(lprobs) == 1:
             mixed = lprobs[0]
@@ -147,7 +148,7 @@ class Ensemble(nn.Module):
 
     def encode(self, src: Tensor) -> EnsembleMemory:
         """src (B, S) long, PAD padded -> every member's memory."""
-        return EnsembleMemory([m.encode(src) for m in self.models])
+        return EnsembleMemory([m.encode(src) for m in self.models], src != PAD_ID)
 
     def __len__(self) -> int:
         return len(self.models)

@@ -198,9 +198,17 @@ class Translator:
                 results = beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
                                       length_penalty=self.length_penalty, **self.limits)
         if self.alignment:
-            for hyp in (h for hyps in results for h in hyps):
+            self._align(results, (src != PAD_ID).sum(dim=1).tolist())
+        return results
+
+    def _align(self, results: list[list[Hypothesis]], src_lengths: list[int]) -> None:
+        """Fill the `alignment` of every hypothesis of a batch; src_lengths: real positions per row."""
+        for hyps, length in zip(results, src_lengths):
+            for hyp in hyps:
                 if hyp.attn is None:
                     raise ValueError("alignment: this model's decoder has no attention (an RNN decoder with "
                                      "attention: none reads only the fixed code), so there is nothing to align")
+                if hyp.attn.size(1) != length:
+                    raise ValueError(f"alignment: the decoder attends {hyp.attn.size(1)} memory slot(s), not the "
+                                     f"{length} source positions (a code bottleneck?), so there is nothing to align")
                 hyp.alignment = hard_alignment(reading_order(hyp.attn, self.model))
-        return results

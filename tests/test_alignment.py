@@ -88,6 +88,9 @@ def tiny_models():
         "rnn_reversed": [*rnn, "model.encoder.reverse_source=true", "model.decoder.attention=bahdanau"],
         "rnn_luong": [*rnn, "model.decoder.attention=general"],
         "rnn_fixed": [*rnn, "model.decoder.attention=none"],
+        "transformer_code": ["model.encoder.heads=2", "model.decoder.heads=2", "model.encoder.ffn=32",
+                             "model.decoder.ffn=32", "model.encoder.layers=1", "model.decoder.layers=1",
+                             "model.bottleneck=code"],
     }
     torch.manual_seed(0)
     return {name: build_model(load_config(None, common + o), 24, 24).eval() for name, o in configs.items()}
@@ -148,3 +151,12 @@ def test_ensemble_alignment_averages_members_in_reading_order(models):
         Translator(Ensemble([models["rnn_fixed"]]), None, alignment=True).translate_ids(SOURCES)
     with pytest.raises(ValueError, match="no attention"):
         Translator(copy.deepcopy(models["rnn_fixed"]), None, alignment=True).translate_ids(SOURCES)
+
+
+def test_a_code_bottleneck_is_not_aligned(models):
+    with pytest.raises(ValueError, match="1 memory slot"):
+        Translator(models["transformer_code"], None, alignment=True).translate_ids(SOURCES)
+    # in an ensemble, a code bottleneck's attention is left out of the average
+    ensemble = Ensemble([models["transformer_code"], models["rnn_luong"]])
+    out = Translator(ensemble, None, beam_size=2, alignment=True).translate_ids(SOURCES)
+    assert all(len(h[0].alignment) == len(h[0].tokens) for h in out)
