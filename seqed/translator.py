@@ -167,9 +167,14 @@ class Translator:
             One list per sentence, in input order, of (text, score) pairs, best first.
         """
         hyps = self.translate(sentences)
+        return [[(text, h.score) for text, h in zip(texts, per_sentence)]
+                for texts, per_sentence in zip(self.detokenize(hyps), hyps)]
+
+    def detokenize(self, hyps: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        """The text of every hypothesis, in the same nesting (one tokenizer call for all)."""
         flat = [h.tokens for per_sentence in hyps for h in per_sentence]
         texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
-        return [[(next(texts), h.score) for h in per_sentence] for per_sentence in hyps]
+        return [[next(texts) for _ in per_sentence] for per_sentence in hyps]
 
     def _empty(self) -> Hypothesis:
         return Hypothesis(tokens=[], score=0.0, log_prob=0.0, alignment=[] if self.alignment else None)
