@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
 
 from seqed.checkpoint import CheckpointError, load_checkpoint
 from seqed.config import Config, ConfigError, config_from_dict
+from seqed.ensemble import Ensemble
 from seqed.model import EncoderDecoder, build_model
 from seqed.runtime import resolve_device
 from seqed.tokenizer import Tokenizer
@@ -15,11 +17,29 @@ from seqed.tokenizer import Tokenizer
 
 @dataclass
 class LoadedModel:
-    model: EncoderDecoder
+    """A checkpoint's model, ready to decode, with what decoding needs besides it.
+
+    Attributes:
+        model: the model in eval mode on `device` (an `Ensemble` from `load_ensemble`).
+        tokenizer: its tokenizer.
+        config: its config (an ensemble's: the first checkpoint's, whose `search` defaults apply).
+        device: where the model is.
+        step: training steps of the checkpoint (the first one's for an ensemble).
+        max_pieces: longest source, EOS included, that every model's positions cover.
+        max_output_len: longest output every model's positions cover.
+    """
+
+    model: Union[EncoderDecoder, Ensemble]
     tokenizer: Tokenizer
     config: Config
     device: torch.device
     step: int
+    max_pieces: int = 0
+    max_output_len: int = 0
+
+    def __post_init__(self):
+        self.max_pieces = self.max_pieces or self.config.model.max_pieces
+        self.max_output_len = self.max_output_len or self.config.model.max_output_len
 
 
 def load_model(path: str, device: str = "auto") -> LoadedModel:
@@ -49,3 +69,40 @@ def load_model(path: str, device: str = "auto") -> LoadedModel:
     model.to(dev).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=cfg, device=dev,
                        step=int(state.get("train_state", {}).get("step", 0)))
+
+
+def _first_difference(a: list[str], b: list[str]) -> str:
+    if len(a) != len(b):
+        return f"{len(a)} and {len(b)} pieces"
+    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    return f"piece {i} is {a[i]!r} in one and {b[i]!r} in the other"
+
+
+def load_ensemble(paths: Sequence[str], device: str = "auto") -> LoadedModel:
+    """Checkpoint files or run directories -> an `Ensemble` of their models, which must share one
+    vocabulary (the same SentencePiece pieces, id by id, on both sides).
+
+    The returned `LoadedModel` carries the first checkpoint's tokenizer, config and step, and the
+    source and output length limits that every member's positions cover.
+
+    Raises:
+        ValueError: no paths, or two checkpoints whose vocabularies differ (the message names both).
+        FileNotFoundError, CheckpointError: see `load_model`.
+    """
+    if not paths:
+        raise ValueError("load_ensemble: give at least one checkpoint")
+    loaded = [load_model(p, device=device) for p in paths]
+    first = loaded[0]
+    for side in ("src", "tgt"):
+        reference = first.tokenizer.pieces(side)
+        for path, other in zip(paths[1:], loaded[1:]):
+            pieces = other.tokenizer.pieces(side)
+            if pieces != reference:
+                name = "source" if side == "src" else "target"
+                raise ValueError(f"cannot ensemble {paths[0]} and {path}: their {name} vocabularies differ "
+                                 f"({_first_difference(reference, pieces)}); an ensemble needs models trained "
+                                 f"with the same tokenizer")
+    return LoadedModel(model=Ensemble([m.model for m in loaded]).to(first.device).eval(),
+                       tokenizer=first.tokenizer, config=first.config, device=first.device, step=first.step,
+                       max_pieces=min(m.max_pieces for m in loaded),
+                       max_output_len=min(m.max_output_len for m in loaded))

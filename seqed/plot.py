@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from seqed.alignment import attention_enabled, reading_order
 from seqed.translator import Translator
 
 EOS_LABEL = "</s>"
@@ -151,10 +152,7 @@ def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: 
                  max_len_a: float = 1.2, max_len_b: int = 10) -> AttentionMap:
     """Translate `sentence` with greedy search and return the decoder's attention over the source.
 
-    RNN decoders report their attention weights at every step; a Transformer decoder reports the last
-    layer's cross-attention averaged over heads once its `need_attn` is set (done here, then restored).
-    An encoder with `reverse_source` read the source backwards, so its memory position s holds source
-    piece S - s (EOS first): the columns are flipped back into reading order.
+    Which attention, and how a reversed source is put back into reading order: see `seqed.alignment`.
 
     Args:
         model: an `EncoderDecoder`.
@@ -170,24 +168,14 @@ def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: 
     ids = tokenizer.encode_src([sentence])[0][: max_src_len - 1]
     if not ids:
         raise ValueError("the sentence to translate is empty: give a source sentence")
-    decoder = model.decoder
-    had_flag = hasattr(decoder, "need_attn")
-    old = getattr(decoder, "need_attn", None)
-    if had_flag:
-        decoder.need_attn = True
-    try:
-        translator = Translator(model, tokenizer, device=device, beam_size=1, max_src_len=max_src_len,
-                                max_len_a=max_len_a, max_len_b=max_len_b)
+    translator = Translator(model, tokenizer, device=device, beam_size=1, max_src_len=max_src_len,
+                            max_len_a=max_len_a, max_len_b=max_len_b)
+    with attention_enabled(model):
         hyp = translator.translate_ids([ids])[0][0]
-    finally:
-        if had_flag:
-            decoder.need_attn = old
     if hyp.attn is None:
         raise ValueError("this model's decoder has no attention (an RNN decoder with attention: none reads "
                          "only the fixed code): there is nothing to draw")
-    weights = hyp.attn.float().numpy()  # (T + 1, S + 1)
-    if getattr(model.encoder, "reverse_source", False):
-        weights = weights[:, ::-1]  # (T + 1, S + 1), columns back in reading order
+    weights = reading_order(hyp.attn.float(), model).numpy()  # (T + 1, S + 1)
     # id -> piece, keeping SentencePiece's word-start marker; the Tokenizer has no public call for it
     src_tokens = tokenizer._src.id_to_piece(ids) + [EOS_LABEL]
     tgt_tokens = (tokenizer._tgt.id_to_piece(hyp.tokens) if hyp.tokens else []) + [EOS_LABEL]

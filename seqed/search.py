@@ -1,10 +1,13 @@
-"""Decoding: `greedy_search` and batched `beam_search` over any decoder, `Hypothesis`, `LengthPenalty`.
+"""Decoding: `greedy_search`, `sample_search` and batched `beam_search` over any decoder, `Hypothesis`,
+`LengthPenalty`, `Sampler`.
 
 Search only uses ``model.encode(src) -> Memory``, ``model.decoder.init_state(memory)``,
 ``model.decoder.step(tokens, memory, state) -> (logits, state)``, ``state.index_select(idx)`` and
 ``state.attn``; it never asks which architecture it runs. Both searches keep every live hypothesis
 of every sentence in one batch (B sentences x K beams = B*K rows), call ``step`` once per time step,
-and drop the rows of finished sentences from memory and state so later steps are cheaper.
+and drop the rows of finished sentences from memory and state so later steps are cheaper. Greedy and
+sampling share one left-to-right loop (`_left_to_right`) and differ only in how a row's next token is
+chosen.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ class Hypothesis:
         log_prob: sum of the token log-probabilities, EOS included.
         attn: (len(tokens) + 1, S_real) attention over the real source positions at each output step
             (the last row is the EOS step), on the CPU; None when the decoder gives no attention.
+        alignment: (source piece, output piece) index pairs, one per output piece, or None when not
+            asked for (see `seqed.alignment.hard_alignment`; `Translator(alignment=True)` fills it).
     """
 
     tokens: list[int]
     score: float
     log_prob: float
     attn: Optional[Tensor] = None
+    alignment: Optional[list[tuple[int, int]]] = None
 
 
 @dataclass
@@ -63,6 +69,63 @@ class LengthPenalty:
         if self.alpha == 0:
             return torch.ones_like(lengths)
         return ((5.0 + lengths) / 6.0) ** self.alpha
+
+
+@dataclass
+class Sampler:
+    """Draw each row's next token from the model's distribution, reshaped in this order:
+
+    1. temperature T: p'(y) ~ p(y) ** (1 / T) (T < 1 sharpens, T -> 0 approaches greedy);
+    2. top-k (Fan et al. 2018, https://arxiv.org/abs/1805.04833): only the k most probable tokens stay;
+    3. top-p, nucleus (Holtzman et al. 2020, https://arxiv.org/abs/1904.09751): only the smallest set
+       of most probable tokens whose probability sums to at least p stays (a token goes when the
+       tokens ranked above it already hold p).
+
+    top_k = 0 and top_p = 1 keep every token. The score a sampled token adds is its log-probability
+    under the model itself (before any reshaping).
+
+    Attributes:
+        top_k: tokens kept (0: all).
+        top_p: nucleus mass, 0 < p <= 1.
+        temperature: T > 0.
+        generator: the random source (a seeded ``torch.Generator`` on the search's device makes the
+            draws reproducible), or None for torch's global one.
+    """
+
+    top_k: int = 0
+    top_p: float = 1.0
+    temperature: float = 1.0
+    generator: Optional[torch.Generator] = None
+
+    def __post_init__(self):
+        if self.top_k < 0:
+            raise ValueError(f"Sampler: top_k must be >= 0 (0 keeps every token), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"Sampler: top_p must be in (0, 1], got {self.top_p}")
+        if not self.temperature > 0.0:
+            raise ValueError(f"Sampler: temperature must be > 0, got {self.temperature}; "
+                             "use greedy search for the T -> 0 limit")
+
+    def __call__(self, lprobs: Tensor) -> tuple[Tensor, Tensor]:
+        """Draw one token per row.
+
+        Args:
+            lprobs: (N, V) log-probabilities (-inf at forbidden tokens; at least one finite per row).
+
+        Returns:
+            ((N,) the drawn tokens' log-probabilities in `lprobs`, (N,) long drawn tokens).
+        """
+        scores = lprobs / self.temperature if self.temperature != 1.0 else lprobs  # (N, V)
+        if 0 < self.top_k < scores.size(1):
+            kept = scores.topk(self.top_k, dim=1).indices  # (N, k)
+            scores = torch.full_like(scores, -math.inf).scatter(1, kept, scores.gather(1, kept))  # (N, V)
+        if self.top_p < 1.0:
+            probs, order = scores.softmax(dim=1).sort(dim=1, descending=True)  # (N, V)
+            above = probs.cumsum(dim=1) - probs  # (N, V) mass of the tokens ranked above each
+            drop = torch.zeros_like(above, dtype=torch.bool).scatter(1, order, above >= self.top_p)  # (N, V)
+            scores = scores.masked_fill(drop, -math.inf)  # the most probable token always stays
+        tokens = torch.multinomial(scores.softmax(dim=1), 1, generator=self.generator)  # (N, 1)
+        return lprobs.gather(1, tokens).squeeze(1), tokens.squeeze(1)
 
 
 def max_lengths(src_lengths: Tensor, a: float, b: int, cap: int) -> Tensor:
@@ -223,35 +286,37 @@ def _finalize(live: _Live, rows: Tensor, log_probs: Tensor, lp: LengthPenalty) -
             for tok, total, a in zip(tokens, totals, attns)]
 
 
-def greedy_search(model, src: Tensor, *, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
-                  max_len_cap: int = 512) -> list[list[Hypothesis]]:
-    """Pick the most probable next token at every step; finished sentences leave the batch.
+def _left_to_right(model, src: Tensor, rows: int, choose, *, max_len_a: float, max_len_b: int, min_len: int,
+                   max_len_cap: int) -> list[list[Hypothesis]]:
+    """Extend `rows` independent rows per sentence by one token per step, each by `choose`; a row leaves
+    the batch once it ends (EOS, or EOS forced at its length limit).
 
     Args:
         model: has ``encode`` and ``decoder.init_state`` / ``decoder.step`` (see module docstring).
         src: (B, S) long source ids, PAD padded.
-        max_len_a, max_len_b, max_len_cap: output length limit per sentence (see `max_lengths`);
-            EOS is forced there.
-        min_len: EOS is forbidden before this many output tokens.
+        rows: rows per sentence (rows of sentence b are b*rows ... b*rows+rows-1).
+        choose: ``choose(lprobs (A, V)) -> ((A,) log-probabilities, (A,) long tokens)``.
+        max_len_a, max_len_b, max_len_cap, min_len: see `greedy_search`.
 
     Returns:
-        B lists (input order) of one `Hypothesis` each; its score is its log_prob (no length penalty).
+        B lists (input order) of `rows` hypotheses each, in the order they ended; score == log_prob.
     """
     _check_args(src, min_len, max_len_cap)
     results: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
     if not results:
         return results
     no_penalty = LengthPenalty(0.0)
+    n = src.size(0) * rows
     with torch.inference_mode():
-        live = _start(model, src, 1, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        live = _start(model, src, rows, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
                       max_len_cap=max_len_cap)
-        active = torch.arange(src.size(0), device=src.device)  # (A,) input index of each live row
-        log_probs = torch.zeros(src.size(0), device=src.device)  # (A,)
-        prev = torch.full((src.size(0),), BOS_ID, dtype=torch.long, device=src.device)  # (A,)
+        active = torch.arange(src.size(0), device=src.device).repeat_interleave(rows)  # (A,) input index of each row
+        log_probs = torch.zeros(n, device=src.device)  # (A,)
+        prev = torch.full((n,), BOS_ID, dtype=torch.long, device=src.device)  # (A,)
         t = 0
         while True:
             lprobs, live = _next_log_probs(model.decoder, live, prev, t, min_len)  # (A, V)
-            step_lp, prev = lprobs.max(dim=1)  # (A,), (A,)
+            step_lp, prev = choose(lprobs)  # (A,), (A,)
             log_probs = log_probs + step_lp
             done = (prev == EOS_ID) | (live.limits <= t)  # (A,)
             t += 1
@@ -267,6 +332,58 @@ def greedy_search(model, src: Tensor, *, max_len_a: float = 1.2, max_len_b: int 
                 live = live.select(stay, stay)
             live = replace(live, prefixes=live.prefixes.add_tokens(prev))
     return results
+
+
+def _most_probable(lprobs: Tensor) -> tuple[Tensor, Tensor]:
+    return lprobs.max(dim=1)  # (A,), (A,)
+
+
+def greedy_search(model, src: Tensor, *, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
+                  max_len_cap: int = 512) -> list[list[Hypothesis]]:
+    """Pick the most probable next token at every step; finished sentences leave the batch.
+
+    Args:
+        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step`` (see module docstring).
+        src: (B, S) long source ids, PAD padded.
+        max_len_a, max_len_b, max_len_cap: output length limit per sentence (see `max_lengths`);
+            EOS is forced there.
+        min_len: EOS is forbidden before this many output tokens.
+
+    Returns:
+        B lists (input order) of one `Hypothesis` each; its score is its log_prob (no length penalty).
+    """
+    return _left_to_right(model, src, 1, _most_probable, max_len_a=max_len_a, max_len_b=max_len_b,
+                          min_len=min_len, max_len_cap=max_len_cap)
+
+
+def sample_search(model, src: Tensor, *, nbest: int = 1, top_k: int = 0, top_p: float = 1.0,
+                  temperature: float = 1.0, generator: Optional[torch.Generator] = None,
+                  max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
+                  max_len_cap: int = 512) -> list[list[Hypothesis]]:
+    """Draw `nbest` independent outputs per sentence, one token at a time (see `Sampler`).
+
+    The nbest samples of a sentence are nbest rows of one batch (B*nbest rows, like beam search's
+    B*K); a row leaves once it ends. The same `generator` state and batch give the same samples.
+
+    Args:
+        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step`` (see module docstring).
+        src: (B, S) long source ids, PAD padded.
+        nbest: samples per sentence (>= 1); duplicates are kept (they are independent draws).
+        top_k, top_p, temperature, generator: see `Sampler`.
+        max_len_a, max_len_b, max_len_cap: output length limit per sentence (see `max_lengths`);
+            EOS is forced there.
+        min_len: EOS is forbidden before this many output tokens.
+
+    Returns:
+        B lists (input order) of `nbest` hypotheses each, sorted by score, which is the log_prob of
+        the sample under the model (no length penalty, no temperature).
+    """
+    if nbest < 1:
+        raise ValueError(f"sample_search: nbest must be >= 1, got {nbest}")
+    sampler = Sampler(top_k=top_k, top_p=top_p, temperature=temperature, generator=generator)
+    results = _left_to_right(model, src, nbest, sampler, max_len_a=max_len_a, max_len_b=max_len_b,
+                             min_len=min_len, max_len_cap=max_len_cap)
+    return [sorted(hyps, key=lambda h: -h.score) for hyps in results]
 
 
 def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, length_penalty: float = 1.0,

@@ -146,6 +146,13 @@ class Tokenizer:
         """The target pieces of one sentence."""
         return self._tgt.encode(text, out_type=str)
 
+    def pieces(self, side: str) -> list[str]:
+        """Every piece of the "src" or "tgt" vocabulary, in id order (e.g. to compare two tokenizers)."""
+        if side not in ("src", "tgt"):
+            raise ValueError(f"Tokenizer.pieces: side must be 'src' or 'tgt', got {side!r}")
+        sp = self._src if side == "src" else self._tgt
+        return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+
     # -- persistence ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain types only (model protos as bytes): loadable with torch.load(weights_only=True)."""

@@ -5,35 +5,55 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
-from seqed.search import Hypothesis, beam_search, greedy_search
+from seqed.alignment import attention_enabled, hard_alignment, reading_order
+from seqed.search import Hypothesis, beam_search, greedy_search, sample_search
 from seqed.vocab import EOS_ID, PAD_ID
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype (None: off)
 
 
+def parse_sampling(spec: str) -> dict:
+    """``"topk=K"`` (K >= 1) or ``"topp=P"`` (0 < P <= 1) -> `seqed.search.sample_search` keywords.
+
+    ``topk=1`` is greedy; sample from the whole distribution with ``topp=1``.
+    """
+    name, sep, value = str(spec).partition("=")
+    try:
+        if sep and name.strip() == "topk" and int(value) >= 1:
+            return {"top_k": int(value)}
+        if sep and name.strip() == "topp" and 0.0 < float(value) <= 1.0:
+            return {"top_p": float(value)}
+    except ValueError:
+        pass
+    raise ValueError(f"sampling must be 'topk=K' with an integer K >= 1 or 'topp=P' with 0 < P <= 1, "
+                     f"got {spec!r}")
+
+
 class Translator:
     """Translate sentences with a trained model and its tokenizer.
 
     Sources are encoded, EOS appended (as in training), sorted by length so each batch holds sentences
-    of similar length, decoded with `beam_search` (`greedy_search` when beam_size is 1), and returned in
-    input order. Empty lines give one empty hypothesis (score 0) without running the model.
+    of similar length, decoded with `beam_search` (`greedy_search` when beam_size is 1, `sample_search`
+    with `sampling`), and returned in input order. Empty lines give one empty hypothesis (score 0)
+    without running the model.
 
     Args:
-        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step``; an ``nn.Module`` is moved to
-            `device` and put in eval mode.
+        model: has ``encode`` and ``decoder.init_state`` / ``decoder.step``, e.g. an `EncoderDecoder` or
+            a `seqed.ensemble.Ensemble`; an ``nn.Module`` is moved to `device` and put in eval mode.
         tokenizer: has ``encode_src(list[str]) -> list[list[int]]`` and
             ``decode_tgt(list[list[int]]) -> list[str]``.
         device: where search runs.
-        beam_size: beams per sentence; 1 runs greedy search.
-        nbest: hypotheses returned per sentence (<= beam_size).
+        beam_size: beams per sentence; 1 runs greedy search (ignored when sampling).
+        nbest: hypotheses returned per sentence (<= beam_size); with `sampling`, independent samples
+            per sentence (any number).
         length_penalty: GNMT alpha for beam search (see `seqed.search.LengthPenalty`).
         max_len_a, max_len_b: output length limit ``a * |src| + b`` (|src| counts EOS).
         min_len: fewest output tokens before EOS.
@@ -44,15 +64,33 @@ class Translator:
         precision: "fp32", or "bf16" / "fp16": search runs a copy of the model cast to that dtype, under
             autocast (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; fp16: GPUs only). Scores are always
             normalised in fp32. "fp32" leaves any autocast context of the caller in force.
+        sampling: None (search), or sample instead: "topk=K" or "topp=P" (see `parse_sampling` and
+            `seqed.search.Sampler`).
+        temperature: sampling temperature T > 0 (with `sampling` only).
+        seed: seed of the sampling generator (with `sampling` only): the same seed, inputs and
+            batch_size give the same samples from one Translator's first call on; None draws a seed.
+        alignment: fill each hypothesis's `alignment` (see `seqed.alignment`); costs the attention
+            bookkeeping, so off by default. Raises ValueError at the first batch for a decoder without
+            attention.
     """
 
     def __init__(self, model, tokenizer, *, device="cpu", beam_size: int = 5, nbest: int = 1,
                  length_penalty: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
                  batch_size: int = 64, max_src_len: int = 1024, progress: bool = False,
-                 max_len_cap: int = 512, precision: str = "fp32"):
+                 max_len_cap: int = 512, precision: str = "fp32", sampling: Optional[str] = None,
+                 temperature: float = 1.0, seed: Optional[int] = None, alignment: bool = False):
         if beam_size < 1:
             raise ValueError(f"Translator: beam_size must be >= 1, got {beam_size}")
-        if not 1 <= nbest <= beam_size:
+        self.sampling = None if sampling is None else parse_sampling(sampling)
+        if self.sampling is None and (temperature != 1.0 or seed is not None):
+            raise ValueError("Translator: temperature and seed apply to sampling only; give sampling='topk=K' "
+                             "or 'topp=P'")
+        if self.sampling is not None and nbest < 1:
+            raise ValueError(f"Translator: nbest (samples per sentence) must be >= 1, got {nbest}")
+        if not temperature > 0:
+            raise ValueError(f"Translator: temperature must be > 0, got {temperature}; greedy search "
+                             f"(beam_size=1, no sampling) is the T -> 0 limit")
+        if self.sampling is None and not 1 <= nbest <= beam_size:
             raise ValueError(f"Translator: need 1 <= nbest <= beam_size, got nbest={nbest}, "
                              f"beam_size={beam_size}; raise beam_size for an n-best list")
         if batch_size < 1:
@@ -82,6 +120,15 @@ class Translator:
         self.batch_size = batch_size
         self.max_src_len = max_src_len
         self.progress = progress
+        self.alignment = alignment
+        self.generator = None
+        if self.sampling is not None:
+            self.sampling["temperature"] = temperature
+            self.generator = torch.Generator(device=self.device)
+            if seed is None:
+                self.generator.seed()
+            else:
+                self.generator.manual_seed(seed)
 
     def translate(self, sentences: Sequence[str]) -> list[list[Hypothesis]]:
         """Translate `sentences` to target ids.
@@ -93,14 +140,14 @@ class Translator:
         sentences = list(sentences)
         todo = [i for i, s in enumerate(sentences) if s.strip()]
         ids = self.tokenizer.encode_src([sentences[i] for i in todo]) if todo else []
-        results: list[list[Hypothesis]] = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in sentences]
+        results = [[self._empty()] for _ in sentences]
         for i, hyps in zip(todo, self.translate_ids(ids)):
             results[i] = hyps
         return results
 
     def translate_ids(self, ids: Sequence[Sequence[int]]) -> list[list[Hypothesis]]:
         """Like `translate`, from source piece ids (no EOS); an empty id list gives an empty hypothesis."""
-        results = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in ids]
+        results = [[self._empty()] for _ in ids]
         todo = [i for i, x in enumerate(ids) if len(x)]
         sources = self._sources([list(ids[i]) for i in todo])
         order = sorted(range(len(sources)), key=lambda j: len(sources[j]), reverse=True)
@@ -120,9 +167,17 @@ class Translator:
             One list per sentence, in input order, of (text, score) pairs, best first.
         """
         hyps = self.translate(sentences)
+        return [[(text, h.score) for text, h in zip(texts, per_sentence)]
+                for texts, per_sentence in zip(self.detokenize(hyps), hyps)]
+
+    def detokenize(self, hyps: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        """The text of every hypothesis, in the same nesting (one tokenizer call for all)."""
         flat = [h.tokens for per_sentence in hyps for h in per_sentence]
         texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
-        return [[(next(texts), h.score) for h in per_sentence] for per_sentence in hyps]
+        return [[next(texts) for _ in per_sentence] for per_sentence in hyps]
+
+    def _empty(self) -> Hypothesis:
+        return Hypothesis(tokens=[], score=0.0, log_prob=0.0, alignment=[] if self.alignment else None)
 
     def _sources(self, ids: list[list[int]]) -> list[torch.Tensor]:
         """Source ids + EOS as (S_i,) long tensors, truncated to `max_src_len` with a warning."""
@@ -138,8 +193,27 @@ class Translator:
         dtype = PRECISIONS[self.precision]
         # fp32 enters no autocast context of its own, so a caller's autocast (e.g. a benchmark's) still applies
         ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with ctx:
-            if self.beam_size == 1:
-                return greedy_search(self.model, src, **self.limits)
-            return beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
-                               length_penalty=self.length_penalty, **self.limits)
+        with ctx, (attention_enabled(self.model) if self.alignment else contextlib.nullcontext()):
+            if self.sampling is not None:
+                results = sample_search(self.model, src, nbest=self.nbest, generator=self.generator,
+                                        **self.sampling, **self.limits)
+            elif self.beam_size == 1:
+                results = greedy_search(self.model, src, **self.limits)
+            else:
+                results = beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
+                                      length_penalty=self.length_penalty, **self.limits)
+        if self.alignment:
+            self._align(results, (src != PAD_ID).sum(dim=1).tolist())
+        return results
+
+    def _align(self, results: list[list[Hypothesis]], src_lengths: list[int]) -> None:
+        """Fill the `alignment` of every hypothesis of a batch; src_lengths: real positions per row."""
+        for hyps, length in zip(results, src_lengths):
+            for hyp in hyps:
+                if hyp.attn is None:
+                    raise ValueError("alignment: this model's decoder has no attention (an RNN decoder with "
+                                     "attention: none reads only the fixed code), so there is nothing to align")
+                if hyp.attn.size(1) != length:
+                    raise ValueError(f"alignment: the decoder attends {hyp.attn.size(1)} memory slot(s), not the "
+                                     f"{length} source positions (a code bottleneck?), so there is nothing to align")
+                hyp.alignment = hard_alignment(reading_order(hyp.attn, self.model))

@@ -24,16 +24,52 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
                         "fp16 is for GPUs")
 
 
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """Sampling and alignment options (`seqed translate` only)."""
+    g = p.add_argument_group("sampling and alignment")
+    g.add_argument("--sampling", default=None, metavar="topk=K|topp=P",
+                   help="sample instead of searching: from the K most probable pieces (topk=1 is greedy), or "
+                        "from the nucleus of probability P (topp=1: the whole distribution); --nbest N "
+                        "gives N independent samples per input, best score first (--beam is ignored)")
+    g.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="sampling temperature, applied before topk/topp (default 1; < 1 sharpens)")
+    g.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="sampling seed: the same seed, input and --batch-size give the same samples")
+    g.add_argument("--print-alignment", action="store_true",
+                   help="append ' ||| ' and a hard alignment in Pharaoh format to every output line, e.g. "
+                        "'le chat ||| 0-0 1-1' (Moses' layout; fast_align's 'i-j' pairs: source piece i, "
+                        "output piece j, both SentencePiece pieces counted from 0, EOS excluded): each output "
+                        "piece's most-attended source piece, from RNN attention or the last Transformer "
+                        "layer's cross-attention averaged over heads (ensembles: the members' mean). "
+                        "Strip it with: sed 's/ ||| .*//'")
+
+
 def load_translator(args: argparse.Namespace, progress: bool):
-    from seqed.inference import load_model
+    """The Translator the command's options describe.
+
+    ``args.checkpoint`` is one path, or (translate's repeatable -c) a list of them: several give an
+    ensemble (`seqed.inference.load_ensemble`). The options of `add_decoding_args` are read when present.
+    """
+    from seqed.inference import load_ensemble, load_model
     from seqed.translator import Translator
 
-    loaded = load_model(args.checkpoint, device=args.device)
+    paths = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
+    loaded = load_model(paths[0], device=args.device) if len(paths) == 1 else load_ensemble(paths, device=args.device)
     s = loaded.config.search
+    sampling = getattr(args, "sampling", None)
+    decoding = {}
+    if hasattr(args, "sampling"):  # translate's sampling and alignment options
+        if sampling is None and (args.temperature is not None or args.seed is not None):
+            raise ValueError("--temperature and --seed apply to sampling: add --sampling topk=K or --sampling topp=P")
+        decoding = dict(sampling=sampling, seed=args.seed, alignment=args.print_alignment,
+                        temperature=1.0 if args.temperature is None else args.temperature)
     beam = args.beam if args.beam is not None else s.beam
     if beam <= 0:
         raise ValueError(f"--beam must be positive, got {beam}")
-    if args.nbest <= 0 or args.nbest > beam:
+    if sampling is not None:
+        if args.nbest <= 0:
+            raise ValueError(f"--nbest (samples per input) must be positive, got {args.nbest}")
+    elif args.nbest <= 0 or args.nbest > beam:
         raise ValueError(f"--nbest must be between 1 and the beam size ({beam}), got {args.nbest}")
     return Translator(loaded.model, loaded.tokenizer, device=loaded.device, beam_size=beam, nbest=args.nbest,
                       length_penalty=s.length_penalty if args.length_penalty is None else args.length_penalty,
@@ -41,6 +77,6 @@ def load_translator(args: argparse.Namespace, progress: bool):
                       max_len_b=s.max_len_b if args.max_len_b is None else args.max_len_b,
                       min_len=s.min_len if args.min_len is None else args.min_len,
                       batch_size=args.batch_size or s.batch_size,
-                      max_src_len=loaded.config.model.max_pieces, progress=progress,
-                      max_len_cap=loaded.config.model.max_output_len,
-                      precision=args.precision)
+                      max_src_len=loaded.max_pieces, progress=progress,
+                      max_len_cap=loaded.max_output_len,
+                      precision=args.precision, **decoding)

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from seqed.cli.io import check_input, chunks, input_lines, open_out
-from seqed.cli.options import add_search_args, load_translator
+from seqed.alignment import pharaoh
+from seqed.cli.options import add_decoding_args, add_search_args, load_translator
 
 
 def register(sub) -> None:
@@ -14,14 +15,18 @@ def register(sub) -> None:
                        description="Translate one sentence per line. Reads stdin and writes stdout unless -i/-o "
                                    "are given; output line i is the translation of input line i (empty lines "
                                    "stay empty). With --nbest N > 1 each input gives N lines "
-                                   "'INDEX<TAB>SCORE<TAB>TEXT'.")
-    p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file (or a run directory: best, else last)")
+                                   "'INDEX<TAB>SCORE<TAB>TEXT' (INDEX counts input lines from 0).")
+    p.add_argument("--checkpoint", "-c", required=True, action="append",
+                   help="checkpoint file (or a run directory: best, else last); repeat it (-c A -c B) to decode "
+                        "with an ensemble of models trained with the same tokenizer (log of their mean "
+                        "probability at every step; search defaults from the first)")
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.add_argument("--scores", action="store_true", help="print 'SCORE<TAB>TEXT' per line")
     p.add_argument("--buffer-size", type=int, default=None,
                    help="lines read before translating (default: 1 on a terminal, else 2000)")
     add_search_args(p)
+    add_decoding_args(p)
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("score", help="BLEU and chrF with sacreBLEU (signatures printed)",
@@ -43,17 +48,20 @@ def cmd_translate(args: argparse.Namespace) -> int:
     translator = load_translator(args, progress=args.input != "-" and args.output != "-")
     out = open_out(args.output)
     try:
+        base = 0
         for chunk in chunks(input_lines(args.input), size):
-            results = translator.translate_text(chunk)
-            base = 0
-            for i, nbest in enumerate(results):
-                for text, sc in nbest[: args.nbest]:
+            results = translator.translate(chunk)
+            for i, (texts, hyps) in enumerate(zip(translator.detokenize(results), results)):
+                for text, hyp in zip(texts[: args.nbest], hyps):
+                    if args.print_alignment:
+                        text = f"{text} ||| {pharaoh(hyp.alignment)}"
                     if args.nbest > 1:
-                        out.write(f"{base + i}\t{sc:.4f}\t{text}\n")
+                        out.write(f"{base + i}\t{hyp.score:.4f}\t{text}\n")
                     elif args.scores:
-                        out.write(f"{sc:.4f}\t{text}\n")
+                        out.write(f"{hyp.score:.4f}\t{text}\n")
                     else:
                         out.write(text + "\n")
+            base += len(chunk)
             out.flush()
     finally:
         if out is not sys.stdout:

@@ -11,7 +11,7 @@ A decoder is an ``nn.Module`` with three methods:
 
 States implement ``index_select(idx) -> state`` (idx (N,) long, rows of the batch) for beam
 reordering and for dropping finished sentences (`seqed.memory.DecoderState`), and expose ``attn`` (B, S) or None: the last
-step's attention over the source, used by plots.
+step's attention over the source, used by plots and alignments (`seqed.alignment`).
 """
 
 from __future__ import annotations
