@@ -1,4 +1,5 @@
-"""`EncoderDecoder` (any encoder with any decoder) and `build_model`, the one place config meets modules."""
+"""`EncoderDecoder` (any encoder with any decoder) and `build_model`, which maps a config to modules
+through the `ENCODERS` / `DECODERS` registries (`seqed/encoders`, `seqed/decoders`)."""
 
 from __future__ import annotations
 
