@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from seqed.memory import Memory
 
 BOTTLENECKS = ("memory", "code", "variational")
+KL_ANNEALS = ("none", "linear", "cyclical")  # see kl_weight
 
 
 @dataclass
@@ -141,8 +142,8 @@ def kl_weight(step: int, *, kind: str = "linear", steps: int = 1000, cycles: int
     * ``cyclical``: `cycles` cycles over `steps`; within each, beta rises linearly over the first
       `ratio` of the cycle and stays at 1 (Fu et al. 2019). After `steps`, 1.
     """
-    if kind not in ("none", "linear", "cyclical"):
-        raise ValueError(f"unknown KL annealing {kind!r}: use none, linear or cyclical")
+    if kind not in KL_ANNEALS:
+        raise ValueError(f"unknown KL annealing {kind!r}: use one of {', '.join(KL_ANNEALS)}")
     if kind == "none" or steps <= 0 or step >= steps:
         return 1.0
     if kind == "linear":

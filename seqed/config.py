@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import yaml
 
+from seqed.bottleneck import BOTTLENECKS, KL_ANNEALS
+from seqed.decoders import DECODER_CHOICES, DECODERS, NO_ATTENTION, OUTPUT_FROM_HIDDEN
+from seqed.encoders import ENCODER_CHOICES, ENCODERS
 from seqed.noise import NoiseConfig
+from seqed.optim import OPTIMIZERS, SCHEDULES
+from seqed.tokenizer import MODEL_TYPES
+from seqed.translator import PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -193,22 +200,21 @@ class Config:
 
     def validate(self) -> None:
         """Reject impossible values and incompatible choices before any work starts."""
-        _check_choice("model.encoder.type", self.model.encoder.type, ("transformer", "rnn"))
-        _check_choice("model.decoder.type", self.model.decoder.type, ("transformer", "rnn"))
-        _check_choice("model.encoder.cell", self.model.encoder.cell, ("lstm", "gru"))
-        _check_choice("model.decoder.cell", self.model.decoder.cell, ("lstm", "gru"))
-        _check_choice("model.decoder.attention", self.model.decoder.attention,
-                      ("bahdanau", "dot", "general", "none"))
-        _check_choice("model.encoder.positions", self.model.encoder.positions, ("sinusoidal", "learned"))
-        _check_choice("model.decoder.positions", self.model.decoder.positions, ("sinusoidal", "learned"))
-        _check_choice("model.encoder.code", self.model.encoder.code, ("mean", "token"))
-        _check_choice("tokenizer.type", self.tokenizer.type, ("unigram", "bpe"))
-        _check_choice("model.bottleneck", self.model.bottleneck, ("memory", "code", "variational"))
-        _check_choice("train.kl_anneal", self.train.kl_anneal, ("none", "linear", "cyclical"))
+        for kind, registry, choices in (("encoder", ENCODERS, ENCODER_CHOICES),
+                                        ("decoder", DECODERS, DECODER_CHOICES)):
+            sub = getattr(self.model, kind)
+            _check_choice(f"model.{kind}.type", sub.type, registry)
+            keys = section_keys(registry[sub.type])
+            for key, owner in choices.items():
+                if key in keys:
+                    _check_choice(f"model.{kind}.{key}", getattr(sub, key), owner)
+        _check_choice("tokenizer.type", self.tokenizer.type, MODEL_TYPES)
+        _check_choice("model.bottleneck", self.model.bottleneck, BOTTLENECKS)
+        _check_choice("train.kl_anneal", self.train.kl_anneal, KL_ANNEALS)
         _check_choice("train.loss_on", self.train.loss_on, ("all", "masked"))
-        _check_choice("train.optimizer", self.train.optimizer, ("adam", "adamw"))
-        _check_choice("train.schedule", self.train.schedule, ("noam", "plateau", "constant"))
-        _check_choice("train.precision", self.train.precision, ("fp32", "bf16", "fp16"))
+        _check_choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
+        _check_choice("train.schedule", self.train.schedule, SCHEDULES)
+        _check_choice("train.precision", self.train.precision, PRECISIONS)
         _check_choice("train.early_stop_metric", self.train.early_stop_metric, ("bleu", "loss"))
         for name, corpus in (("data.train", self.data.train), ("data.valid", self.data.valid)):
             if corpus is not None:
@@ -255,11 +261,12 @@ class Config:
         if self.train.kl_anneal_steps < 0 or self.train.kl_cycles < 1:
             raise ConfigError(f"train.kl_anneal_steps must be >= 0 and train.kl_cycles >= 1, got "
                               f"{self.train.kl_anneal_steps} and {self.train.kl_cycles}")
-        if self.model.bottleneck != "memory" and self.model.decoder.type == "rnn" \
-                and self.model.decoder.attention != "none":
+        dec = self.model.decoder
+        dec_keys = section_keys(DECODERS[dec.type])
+        if self.model.bottleneck != "memory" and "attention" in dec_keys and dec.attention != NO_ATTENTION:
             raise ConfigError(
                 f"model.bottleneck={self.model.bottleneck} hides the per-token states, so an RNN decoder with "
-                f"attention has nothing to attend to: set model.decoder.attention=none (or bottleneck=memory)")
+                f"attention has nothing to attend to: set model.decoder.attention={NO_ATTENTION} (or bottleneck=memory)")
         if self.train.loss_on == "masked":
             n = self.data.noise
             if not self.data.monolingual:
@@ -284,9 +291,9 @@ class Config:
             raise ConfigError(
                 f"train.max_tokens={self.train.max_tokens} is smaller than one sentence of data.max_len="
                 f"{self.data.max_len} (+2 for BOS/EOS): raise train.max_tokens or lower data.max_len")
-        for kind in ("encoder", "decoder"):
+        for kind, registry in (("encoder", ENCODERS), ("decoder", DECODERS)):
             sub = getattr(self.model, kind)
-            if sub.type == "transformer" and sub.hidden % sub.heads != 0:
+            if "heads" in section_keys(registry[sub.type]) and sub.hidden % sub.heads != 0:
                 raise ConfigError(
                     f"model.{kind}.hidden={sub.hidden} must be divisible by model.{kind}.heads={sub.heads}")
         if self.model.share_embeddings:
@@ -296,14 +303,14 @@ class Config:
                 raise ConfigError(
                     f"model.share_embeddings needs equal embedding sizes, got encoder {self.encoder_embed_dim} "
                     f"and decoder {self.decoder_embed_dim}: set model.*.embed_dim or share_embeddings: false")
-        if self.model.decoder.type == "rnn" and self.model.decoder.attention == "dot":
-            if self.model.decoder.hidden != self.encoder_output_size:
+        if "attention" in dec_keys and dec.attention == "dot":
+            if dec.hidden != self.encoder_output_size:
                 raise ConfigError(
-                    f"Luong dot attention needs decoder hidden ({self.model.decoder.hidden}) == encoder output "
+                    f"Luong dot attention needs decoder hidden ({dec.hidden}) == encoder output "
                     f"size ({self.encoder_output_size}); use attention: general or bahdanau")
-        if self.model.decoder.type == "transformer" and self.model.tie_output:
-            if self.decoder_embed_dim != self.model.decoder.hidden:
-                raise ConfigError("model.tie_output with a Transformer decoder needs decoder embed_dim == hidden")
+        if dec.type in OUTPUT_FROM_HIDDEN and self.model.tie_output:
+            if self.decoder_embed_dim != dec.hidden:
+                raise ConfigError(f"model.tie_output with a {dec.type} decoder needs decoder embed_dim == hidden")
 
     @property
     def encoder_embed_dim(self) -> int:
@@ -316,14 +323,58 @@ class Config:
     @property
     def encoder_output_size(self) -> int:
         enc = self.model.encoder
-        if enc.type == "rnn":
-            return enc.hidden * (2 if enc.bidirectional else 1)
-        return enc.hidden
+        both_directions = "bidirectional" in section_keys(ENCODERS[enc.type]) and enc.bidirectional
+        return enc.hidden * (2 if both_directions else 1)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: str, choices: Iterable[str]) -> None:
+    """`choices` is a module's registry (a dict's keys or a tuple), read at call time."""
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# which model.encoder / model.decoder keys apply to which type
+
+# Keys every encoder and decoder type reads: `type` picks the builder, `embed_dim` sizes the embedding
+# table that `build_model` makes before calling it.
+COMMON_KEYS = ("type", "embed_dim")
+REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS}
+
+
+def section_keys(builder: Callable) -> tuple[str, ...]:
+    """The config keys a registry builder reads: its keyword-only parameters (see seqed/encoders)."""
+    return tuple(name for name, p in inspect.signature(builder).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def applicable_keys(kind: str, type_: str) -> tuple[str, ...]:
+    """Keys of `model.<kind>` (encoder | decoder) that a `type_` model reads."""
+    return (*COMMON_KEYS, *section_keys(REGISTRIES[kind][type_]))
+
+
+def check_applicable(data: dict, cfg: Config) -> None:
+    """Reject `model.encoder` / `model.decoder` keys the user set that the chosen type never reads.
+
+    Only the user's own keys (`data`, the YAML with overrides applied) are checked: a dataclass fills
+    every other key with its default, and a checkpoint stores them all (`config_from_dict` skips this).
+    """
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return
+    for kind, registry in REGISTRIES.items():
+        section = model.get(kind)
+        type_ = getattr(cfg.model, kind).type
+        if not isinstance(section, dict) or type_ not in registry:
+            continue  # an unknown type is reported by validate()
+        keys = applicable_keys(kind, type_)
+        extra = [str(k) for k in section if k not in keys]
+        if extra:
+            names = ", ".join(f"model.{kind}.{k}" for k in extra)
+            others = [t for t in registry if t != type_ and all(k in applicable_keys(kind, t) for k in extra)]
+            hint = f" (read by model.{kind}.type={' / '.join(others)})" if others else ""
+            raise ConfigError(
+                f"{names} {'does' if len(extra) == 1 else 'do'} not apply to model.{kind}.type={type_}{hint}: "
+                f"remove {'it' if len(extra) == 1 else 'them'}. Keys for model.{kind}.type={type_}: {', '.join(keys)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +493,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ConfigError: bad YAML, unknown keys, wrong types or impossible values.
+        ConfigError: bad YAML, unknown keys, keys that do not apply to the chosen encoder or decoder
+            type, wrong types or impossible values.
     """
     data: dict = {}
     if path is not None:
@@ -461,6 +513,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     where = str(path) if path is not None else "config"
     try:
         cfg = from_dict(Config, data)
+        check_applicable(data, cfg)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     try:
@@ -471,7 +524,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def config_from_dict(data: dict) -> Config:
-    """Rebuild a validated `Config` from `to_dict` output (e.g. stored in a checkpoint)."""
+    """Rebuild a validated `Config` from `to_dict` output (e.g. stored in a checkpoint).
+
+    `to_dict` writes every key, so keys that do not apply to the encoder or decoder type are not errors here.
+    """
     cfg = from_dict(Config, data)
     cfg.validate()
     return cfg

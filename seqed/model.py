@@ -1,4 +1,5 @@
-"""`EncoderDecoder` (any encoder with any decoder) and `build_model`, the one place config meets modules."""
+"""`EncoderDecoder` (any encoder with any decoder) and `build_model`, which maps a config to modules
+through the `ENCODERS` / `DECODERS` registries (`seqed/encoders`, `seqed/decoders`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from seqed.bottleneck import BottleneckOutput, build_bottleneck
-from seqed.config import Config, ConfigError
+from seqed.config import Config, ConfigError, section_keys
+from seqed.decoders import DECODERS
 from seqed.decoders.rnn import RNNDecoder
 from seqed.decoders.transformer import TransformerDecoder
+from seqed.encoders import ENCODERS
 from seqed.encoders.rnn import RNNEncoder
 from seqed.encoders.transformer import TransformerEncoder
 from seqed.memory import Memory
@@ -71,33 +74,22 @@ def _embedding(vocab: int, dim: int) -> nn.Embedding:
     return emb
 
 
-ENCODERS = {"rnn": RNNEncoder, "transformer": TransformerEncoder}
-DECODERS = {"rnn": RNNDecoder, "transformer": TransformerDecoder}
+def _section_kwargs(builder, section) -> dict:
+    """The config keys `builder` reads (its keyword-only parameters), with their values from `section`."""
+    return {key: getattr(section, key) for key in section_keys(builder)}
 
 
 def build_encoder(cfg: Config, embedding: nn.Embedding) -> nn.Module:
-    enc = cfg.model.encoder
-    if enc.type == "rnn":
-        return RNNEncoder(embedding=embedding, hidden_size=enc.hidden, layers=enc.layers, cell=enc.cell,
-                          bidirectional=enc.bidirectional, dropout=enc.dropout,
-                          reverse_source=enc.reverse_source)
-    return TransformerEncoder(embedding=embedding, d_model=enc.hidden, heads=enc.heads, ffn_size=enc.ffn,
-                              layers=enc.layers, dropout=enc.dropout, attention_dropout=enc.attention_dropout,
-                              positions=enc.positions, max_positions=cfg.model.max_positions, code=enc.code)
+    """`ENCODERS[model.encoder.type]` over `embedding`, given the keys that type reads."""
+    builder = ENCODERS[cfg.model.encoder.type]
+    return builder(embedding, cfg.model.max_positions, **_section_kwargs(builder, cfg.model.encoder))
 
 
 def build_decoder(cfg: Config, embedding: nn.Embedding, memory_size: int, code_size: int) -> nn.Module:
-    dec = cfg.model.decoder
-    if dec.type == "rnn":
-        attention = None if dec.attention == "none" else dec.attention
-        return RNNDecoder(embedding=embedding, hidden_size=dec.hidden, memory_size=memory_size,
-                          code_size=code_size, layers=dec.layers, cell=dec.cell, attention=attention,
-                          input_feeding=dec.input_feeding, feed_code=dec.feed_code, dropout=dec.dropout,
-                          tie_output=cfg.model.tie_output)
-    return TransformerDecoder(embedding=embedding, d_model=dec.hidden, heads=dec.heads, ffn_size=dec.ffn,
-                              layers=dec.layers, memory_size=memory_size, dropout=dec.dropout,
-                              attention_dropout=dec.attention_dropout, positions=dec.positions,
-                              max_positions=cfg.model.max_positions, tie_output=cfg.model.tie_output)
+    """`DECODERS[model.decoder.type]` over `embedding` and a memory of the given widths."""
+    builder = DECODERS[cfg.model.decoder.type]
+    return builder(embedding, memory_size, code_size, cfg.model.max_positions, cfg.model.tie_output,
+                   **_section_kwargs(builder, cfg.model.decoder))
 
 
 def build_model(cfg: Config, src_vocab: int, tgt_vocab: int) -> EncoderDecoder:

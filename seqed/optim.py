@@ -7,6 +7,9 @@ import math
 import torch
 from torch import nn
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("noam", "plateau", "constant")  # see Schedule
+
 
 def build_optimizer(params, *, name: str = "adamw", lr: float = 1e-3, betas=(0.9, 0.98), eps: float = 1e-9,
                     weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.Optimizer:
@@ -15,7 +18,7 @@ def build_optimizer(params, *, name: str = "adamw", lr: float = 1e-3, betas=(0.9
     params = list(params)
     if fused is None:
         fused = bool(params) and len({p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    cls = OPTIMIZERS[name]
     kwargs = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
     if fused:
         kwargs["fused"] = True
@@ -34,6 +37,8 @@ class Schedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, kind: str = "noam", lr: float = 1e-3,
                  warmup: int = 0, factor: float = 0.5, patience: int = 2, min_lr: float = 1e-6):
+        if kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {kind!r}: use one of {', '.join(SCHEDULES)}")
         self.optimizer = optimizer
         self.kind, self.peak, self.warmup = kind, lr, warmup
         self.factor, self.patience, self.min_lr = factor, patience, min_lr

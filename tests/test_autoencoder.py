@@ -31,11 +31,12 @@ KL_STEPS = 400
 
 JOBS = {
     "memory": [],
-    "code": ["model.bottleneck=code", "model.tie_encoder_decoder=true", "model.encoder.type=rnn",
-             "model.decoder.type=rnn", "model.encoder.cell=gru", "model.decoder.cell=gru",
-             "model.encoder.bidirectional=false", "model.encoder.reverse_source=true",
-             "model.decoder.attention=none", "model.encoder.hidden=128", "model.decoder.hidden=128",
-             "model.encoder.embed_dim=64", "model.decoder.embed_dim=64", "train.max_tokens=512"],
+    # whole sections: the YAML's Transformer keys (heads, ffn) do not apply to an RNN
+    "code": ["model.bottleneck=code", "model.tie_encoder_decoder=true",
+             "model.encoder={type: rnn, cell: gru, bidirectional: false, reverse_source: true, layers: 1, "
+             "hidden: 128, embed_dim: 64, dropout: 0.0}",
+             "model.decoder={type: rnn, cell: gru, attention: none, layers: 1, hidden: 128, embed_dim: 64, "
+             "dropout: 0.0}", "train.max_tokens=512"],
     "vae": ["model.bottleneck=variational", "model.code_dim=16", "model.free_bits=0.5", "train.kl_anneal=linear",
             f"train.kl_anneal_steps={KL_STEPS}", "train.valid_every=100"],
 }
@@ -57,8 +58,9 @@ def runs(tmp_path_factory):
     (root / "rev.tgt").write_text("".join(" ".join(reversed(r.split())) + "\n" for r in rows))
     jobs["translation"] = [config, f"out_dir={root / 'translation'}", "data.monolingual=false",
                            f"data.train={{format: text, src: {root}/rev.src, tgt: {root}/rev.tgt}}", "data.valid=null",
-                           "tokenizer.joint=false", "model.share_embeddings=false", "model.encoder.type=rnn",
-                           "model.decoder.type=rnn", "model.encoder.hidden=16", "model.decoder.hidden=16",
+                           "tokenizer.joint=false", "model.share_embeddings=false",
+                           "model.encoder={type: rnn, layers: 1, hidden: 16, dropout: 0.0}",
+                           "model.decoder={type: rnn, layers: 1, hidden: 16, dropout: 0.0}",
                            "train.max_steps=10", "train.valid_every=10"]
     return root, data, train_all(jobs, root)
 

@@ -133,7 +133,8 @@ def test_crlf_and_overlong_lines_in_training(capsys, task, tmp_path):
     ("model.encoder.layers=-1", "model.encoder.layers must be positive, got -1"),
     ("train.max_tokens=10", "train.max_tokens=10 is smaller than one sentence of data.max_len=20"),
     ("model.encoder.heads=3", "model.encoder.hidden=32 must be divisible by model.encoder.heads=3"),
-    ("model.decoder.type=rnn model.bottleneck=code", "set model.decoder.attention=none"),
+    ('model.decoder={"type":"rnn","hidden":32} model.bottleneck=code', "set model.decoder.attention=none"),
+    ("model.decoder.type=rnn", "model.decoder.ffn, model.decoder.heads do not apply to model.decoder.type=rnn"),
     ("model.decoder.typo=1", "unknown config key 'model.decoder.typo'. Did you mean 'type'?"),
 ])
 def test_bad_config_is_rejected_before_anything_starts(capsys, task, tmp_path, override, match):
