@@ -357,6 +357,7 @@ def check_applicable(data: dict, cfg: Config) -> None:
 
     Only the user's own keys (`data`, the YAML with overrides applied) are checked: a dataclass fills
     every other key with its default, and a checkpoint stores them all (`config_from_dict` skips this).
+    A key left at its default is accepted, so a run's own `config.yaml` (every key written) loads again.
     """
     model = data.get("model")
     if not isinstance(model, dict):
@@ -367,7 +368,9 @@ def check_applicable(data: dict, cfg: Config) -> None:
         if not isinstance(section, dict) or type_ not in registry:
             continue  # an unknown type is reported by validate()
         keys = applicable_keys(kind, type_)
-        extra = [str(k) for k in section if k not in keys]
+        defaults = type(getattr(cfg.model, kind))()
+        extra = [str(k) for k, v in section.items()
+                 if k not in keys and not (hasattr(defaults, str(k)) and v == getattr(defaults, str(k)))]
         if extra:
             names = ", ".join(f"model.{kind}.{k}" for k in extra)
             others = [t for t in registry if t != type_ and all(k in applicable_keys(kind, t) for k in extra)]

@@ -179,3 +179,14 @@ def test_build_model_dispatches_through_the_registries(monkeypatch):
     assert calls == [("rnn", ["bidirectional", "cell", "dropout", "hidden", "layers", "reverse_source"]),
                      ("transformer", ["attention_dropout", "dropout", "ffn", "heads", "hidden", "layers",
                                       "positions"])]
+
+
+def test_a_runs_own_config_yaml_loads_again(tmp_path):
+    """config.yaml holds every key (inapplicable ones at their defaults): `seqed train run/config.yaml` works."""
+    import yaml
+
+    from seqed.config import Config, load_config, to_dict
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(to_dict(Config()), sort_keys=False))
+    assert load_config(path).model.encoder.type == "transformer"
