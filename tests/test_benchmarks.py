@@ -79,7 +79,7 @@ def test_data_dir_honours_seqed_data(tmp_path, monkeypatch):
 
 def test_readme_has_a_section_per_script():
     text = (BENCH / "README.md").read_text(encoding="utf-8")
-    for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu"):
+    for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu", "gpu"):
         assert f"<!-- BEGIN {section} -->" in text and f"<!-- END {section} -->" in text
 
 
@@ -317,3 +317,27 @@ def test_compare_decode_table_has_a_row_and_a_ratio_per_precision():
     text = compare_opennmt.table({"decode": decode})
     assert "| seqed fp32 | 100" in text and "| seqed bf16 | 200" in text and "| OpenNMT-py fp32 | 50" in text
     assert "seqed fp32: **2.00x**" in text and "seqed bf16: **4.00x**" in text and "BLEU +1.80" in text
+
+
+def test_gpu_benchmark_runs_its_three_parts_on_cpu(tmp_path, monkeypatch):
+    """`gpu.py --smoke --device cpu`: the step comparison, the Trainer run and the decoding all run."""
+    import gpu
+
+    data = make_multi30k(tmp_path / "data", n=120)
+    monkeypatch.setenv("SEQED_DATA", str(data))
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--smoke", "--device", "cpu", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload["step"]) == {"seqed_eager", "plain_eager"}
+    # Same shapes, same work: the two models have the same number of parameters.
+    assert payload["step"]["seqed_eager"]["parameters"] == payload["step"]["plain_eager"]["parameters"]
+    assert payload["trainer"]["updates"] > 0 and 0 < payload["trainer"]["valid_share"] < 1
+    assert {(d["precision"], d["beam"], d["batch_size"]) for d in payload["decode"]} == {
+        (p, b, n) for p in ("fp32", "bf16") for b in (1, 5) for n in (256, 1)}
+
+
+def test_gpu_benchmark_refuses_to_report_cpu_numbers(capsys):
+    import gpu
+
+    assert gpu.main(["--device", "cpu"]) == 2
+    assert "--smoke" in capsys.readouterr().err
