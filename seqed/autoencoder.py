@@ -153,11 +153,12 @@ class _FixedMemory:
 
 def has_latent(model) -> bool:
     """True for models with a `code` or `variational` bottleneck (a decoder that reads one vector)."""
-    return getattr(model, "bottleneck", None) is not None
+    return getattr(model, "bottleneck_kind", "memory") in ("code", "variational")
 
 
 def is_variational(model) -> bool:
-    return has_latent(model) and hasattr(model.bottleneck, "posterior")
+    """True for models with a `variational` bottleneck (a latent Gaussian)."""
+    return getattr(model, "bottleneck_kind", "memory") == "variational"
 
 
 @torch.inference_mode()

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from seqed.bottleneck import BottleneckOutput, build_bottleneck
+from seqed.bottleneck import BOTTLENECKS, BottleneckOutput, build_bottleneck
 from seqed.config import Config, ConfigError, section_keys
 from seqed.decoders import DECODERS
 from seqed.decoders.rnn import RNNDecoder
@@ -39,14 +39,22 @@ class ModelOutput:
 class EncoderDecoder(nn.Module):
     """`encode(src) -> Memory`, then `decoder(tgt_in, memory)`; search uses `encode` and `decoder.step`.
 
-    The bottleneck (identity for translation) decides what of the encoder's memory the decoder sees.
+    The bottleneck (identity for translation) decides what of the encoder's memory the decoder sees;
+    `bottleneck_kind` names it (one of `seqed.bottleneck.BOTTLENECKS`: "memory", "code", "variational").
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, bottleneck: Optional[nn.Module] = None):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, bottleneck: Optional[nn.Module] = None, *,
+                 bottleneck_kind: Optional[str] = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.bottleneck = bottleneck
+        if bottleneck_kind is None:
+            bottleneck_kind = "memory" if bottleneck is None else "code"
+        if bottleneck_kind not in BOTTLENECKS or (bottleneck is None) != (bottleneck_kind == "memory"):
+            raise ValueError(f"EncoderDecoder: bottleneck_kind={bottleneck_kind!r} does not fit the bottleneck "
+                             f"module {type(bottleneck).__name__}")
+        self.bottleneck_kind = bottleneck_kind
 
     def encode_full(self, src: Tensor) -> BottleneckOutput:
         """src (B, S) long, PAD padded -> the bottleneck's output (memory, and KL for a VAE)."""
@@ -109,7 +117,8 @@ def build_model(cfg: Config, src_vocab: int, tgt_vocab: int) -> EncoderDecoder:
     decoder = build_decoder(cfg, tgt_emb, memory_size=memory_size, code_size=bottleneck.code_size)
     if m.tie_encoder_decoder:
         tie_encoder_decoder(encoder, decoder)
-    return EncoderDecoder(encoder, decoder, None if m.bottleneck == "memory" else bottleneck)
+    return EncoderDecoder(encoder, decoder, None if m.bottleneck == "memory" else bottleneck,
+                          bottleneck_kind=m.bottleneck)
 
 
 def tie_encoder_decoder(encoder: nn.Module, decoder: nn.Module) -> int:

@@ -290,3 +290,17 @@ def test_a_tied_autoencoder_trains_and_stays_tied(make):
     shared = [p for n, p in again.decoder.named_parameters() if id(p) in enc]
     assert shared  # loading the weights kept the sharing
     assert not math.isnan(losses[-1])
+
+
+def test_the_model_names_its_bottleneck_kind():
+    from seqed.autoencoder import has_latent, is_variational
+    from seqed.config import load_config
+    from seqed.model import build_model
+
+    for kind, latent, variational in (("memory", False, False), ("code", True, False), ("variational", True, True)):
+        cfg = load_config(None, [f"model.bottleneck={kind}", "model.encoder.layers=1", "model.decoder.layers=1",
+                                 "model.encoder.hidden=16", "model.decoder.hidden=16", "model.encoder.heads=2",
+                                 "model.decoder.heads=2", "model.encoder.ffn=16", "model.decoder.ffn=16"])
+        model = build_model(cfg, 30, 30)
+        assert model.bottleneck_kind == kind
+        assert (has_latent(model), is_variational(model)) == (latent, variational)

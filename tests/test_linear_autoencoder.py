@@ -2,12 +2,16 @@
 (Bourlard & Kamp 1988), checked by principal angles against `torch.linalg.svd`."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from seqed.linear_autoencoder import (LinearAutoencoder, fit_linear_autoencoder, principal_angles,
-                                      principal_subspace)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "linear_autoencoder"))
+
+from linear_autoencoder import (LinearAutoencoder, fit_linear_autoencoder, principal_angles,  # noqa: E402
+                                principal_subspace)
 
 D, K, N = 12, 3, 2000
 

@@ -101,3 +101,22 @@ def principal_angles(a: Tensor, b: Tensor) -> Tensor:
     qb, _ = torch.linalg.qr(b.double())  # (D, k)
     cos = torch.linalg.svdvals(qa.t() @ qb).clamp(-1.0, 1.0)  # (k,) descending
     return torch.arccos(cos)
+
+
+def main() -> None:
+    """Fit untied and tied linear autoencoders to correlated Gaussian data and compare with the SVD."""
+    torch.manual_seed(0)
+    n, dim, k = 2000, 20, 3
+    mixing = torch.randn(dim, dim) * torch.linspace(3.0, 0.1, dim)  # a few strong directions
+    x = torch.randn(n, dim) @ mixing.T
+    svd = principal_subspace(x, k)
+    for tied in (False, True):
+        model = fit_linear_autoencoder(x, code_dim=k, tied=tied)
+        basis = model.decoder_weight.detach()
+        angles = principal_angles(basis, svd)
+        print(f"{'tied' if tied else 'untied'}: largest principal angle to the top-{k} SVD subspace "
+              f"{float(angles.max()):.2e} rad")
+
+
+if __name__ == "__main__":
+    main()
