@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 
 from seqed.bottleneck import latent_memory
-from seqed.data.batching import collate
+from seqed.data.batching import collate, length_sorted
 from seqed.memory import Memory
 from seqed.noise import FIRST_WORD_ID, NoiseConfig, Noiser
-from seqed.search import Hypothesis, beam_search, greedy_search
+from seqed.search import Hypothesis, decode
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
@@ -28,9 +28,7 @@ def _src_batches(ids: list[list[int]], batch_size: int, max_len: int):
 
     `max_len` counts the pieces kept before EOS.
     """
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        pos = order[start: start + batch_size]
+    for pos in length_sorted([len(x) for x in ids], batch_size):
         src = [ids[i][: max_len] + [EOS_ID] for i in pos]
         yield pos, collate(src, [[] for _ in pos], list(range(len(pos)))).src
 
@@ -172,11 +170,7 @@ def decode_latents(model, z: Tensor, *, beam_size: int = 1, max_len: int = 60) -
     model.eval()
     fake = _FixedMemory(model.decoder, latent_memory(z))
     src = torch.full((z.size(0), 1), EOS_ID, dtype=torch.long, device=z.device)  # (B, 1) for the length limit
-    kwargs = dict(max_len_a=0.0, max_len_b=max_len, max_len_cap=max_len)
-    if beam_size == 1:
-        hyps = greedy_search(fake, src, **kwargs)
-    else:
-        hyps = beam_search(fake, src, beam_size=beam_size, **kwargs)
+    hyps = decode(fake, src, beam_size=beam_size, max_len_a=0.0, max_len_b=max_len, max_len_cap=max_len)
     return [h[0] for h in hyps]
 
 

@@ -489,3 +489,23 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
             live = live.select(rows.view(-1), memory_rows)
             live = replace(live, prefixes=live.prefixes.add_tokens(prev))
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
+
+
+def decode(model, src: Tensor, *, beam_size: int = 1, nbest: int = 1, length_penalty: float = 1.0,
+           sampling: Optional[dict] = None, generator: Optional[torch.Generator] = None,
+           **limits) -> list[list[Hypothesis]]:
+    """The one decoding entry point (`Translator`, the autoencoder tools): sampling when `sampling` holds
+    `sample_search` keywords (top_k / top_p / temperature), else greedy for `beam_size` 1, else beam.
+
+    Args:
+        model, src: see `beam_search`.
+        limits: max_len_a, max_len_b, min_len, max_len_cap (see `max_lengths`).
+
+    Returns:
+        Per sentence, up to `nbest` hypotheses best first (greedy: one).
+    """
+    if sampling is not None:
+        return sample_search(model, src, nbest=nbest, generator=generator, **sampling, **limits)
+    if beam_size == 1:
+        return greedy_search(model, src, **limits)
+    return beam_search(model, src, beam_size=beam_size, nbest=nbest, length_penalty=length_penalty, **limits)

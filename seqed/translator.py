@@ -13,7 +13,8 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from seqed.alignment import attention_enabled, hard_alignment, reading_order
-from seqed.search import Hypothesis, beam_search, greedy_search, sample_search
+from seqed.data.batching import length_sorted
+from seqed.search import Hypothesis, decode
 from seqed.vocab import EOS_ID, PAD_ID
 
 
@@ -150,8 +151,7 @@ class Translator:
         results = [[self._empty()] for _ in ids]
         todo = [i for i, x in enumerate(ids) if len(x)]
         sources = self._sources([list(ids[i]) for i in todo])
-        order = sorted(range(len(sources)), key=lambda j: len(sources[j]), reverse=True)
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = length_sorted([len(x) for x in sources], self.batch_size, longest_first=True)
         with tqdm(total=len(batches), disable=not self.progress, desc="translate", unit="batch") as bar:
             for batch in batches:
                 src = pad_sequence([sources[j] for j in batch], batch_first=True, padding_value=PAD_ID)  # (B, S)
@@ -194,14 +194,9 @@ class Translator:
         # fp32 enters no autocast context of its own, so a caller's autocast (e.g. a benchmark's) still applies
         ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         with ctx, (attention_enabled(self.model) if self.alignment else contextlib.nullcontext()):
-            if self.sampling is not None:
-                results = sample_search(self.model, src, nbest=self.nbest, generator=self.generator,
-                                        **self.sampling, **self.limits)
-            elif self.beam_size == 1:
-                results = greedy_search(self.model, src, **self.limits)
-            else:
-                results = beam_search(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
-                                      length_penalty=self.length_penalty, **self.limits)
+            results = decode(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
+                             length_penalty=self.length_penalty, sampling=self.sampling, generator=self.generator,
+                             **self.limits)
         if self.alignment:
             self._align(results, (src != PAD_ID).sum(dim=1).tolist())
         return results

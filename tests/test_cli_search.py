@@ -8,7 +8,8 @@ import pytest
 from test_end_to_end import make_task, seqed
 from test_ensemble import write_checkpoint
 
-RNN = ["model.encoder.type=rnn", "model.decoder.type=rnn", "model.encoder.embed_dim=8", "model.decoder.embed_dim=8"]
+RNN = ["model.encoder={type: rnn, hidden: 16, layers: 1, embed_dim: 8}", "model.decoder.type=rnn",
+       "model.decoder.hidden=16", "model.decoder.layers=1", "model.decoder.embed_dim=8"]
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,8 @@ def runs(tmp_path_factory):
     make_task(tmp / "data", n_train=10, n_test=12)
     return {"tmp": tmp,
             "transformer": write_checkpoint(tmp / "transformer.pt", 60, 0),
-            "rnn": write_checkpoint(tmp / "rnn.pt", 60, 1, *RNN, "model.decoder.attention=bahdanau"),
-            "fixed": write_checkpoint(tmp / "fixed.pt", 60, 2, *RNN, "model.decoder.attention=none"),
+            "rnn": write_checkpoint(tmp / "rnn.pt", 60, 1, *RNN, "model.decoder.attention=bahdanau", base=()),
+            "fixed": write_checkpoint(tmp / "fixed.pt", 60, 2, *RNN, "model.decoder.attention=none", base=()),
             "other_vocab": write_checkpoint(tmp / "other_vocab.pt", 50, 3)}
 
 

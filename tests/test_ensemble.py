@@ -96,13 +96,15 @@ def test_beam_search_over_mixed_architectures_rescores_under_the_mixture():
 SENTENCES = ["the cat sees a dog", "a red house", "the woman walks with the man", "a big small street"]
 
 
-def write_checkpoint(path, vocab_size, seed, *overrides):
+SMALL = ("model.encoder.hidden=16", "model.decoder.hidden=16", "model.encoder.heads=2", "model.decoder.heads=2",
+         "model.encoder.ffn=32", "model.decoder.ffn=32", "model.encoder.layers=1", "model.decoder.layers=1")
+
+
+def write_checkpoint(path, vocab_size, seed, *overrides, base=SMALL):
     rng = random.Random(0)
     texts = [" ".join(rng.choice(" ".join(SENTENCES).split()) for _ in range(rng.randint(2, 7))) for _ in range(200)]
     tokenizer = Tokenizer.train(texts, texts, vocab_size=vocab_size, model_type="bpe")
-    cfg = load_config(None, ["model.encoder.hidden=16", "model.decoder.hidden=16", "model.encoder.heads=2",
-                             "model.decoder.heads=2", "model.encoder.ffn=32", "model.decoder.ffn=32",
-                             "model.encoder.layers=1", "model.decoder.layers=1", *overrides])
+    cfg = load_config(None, [*base, *overrides])
     torch.manual_seed(seed)
     model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     save_atomic({"version": 1, "model": model.state_dict(), "config": to_dict(cfg),
@@ -112,8 +114,9 @@ def write_checkpoint(path, vocab_size, seed, *overrides):
 
 def test_load_ensemble_checks_vocabularies(tmp_path):
     a = write_checkpoint(tmp_path / "a.pt", 60, 0)
-    b = write_checkpoint(tmp_path / "b.pt", 60, 1, "model.decoder.type=rnn", "model.encoder.type=rnn",
-                         "model.encoder.embed_dim=8", "model.decoder.embed_dim=8", "model.max_positions=64", "data.max_len=30")
+    b = write_checkpoint(tmp_path / "b.pt", 60, 1, "model.encoder={type: rnn, hidden: 16, layers: 1, embed_dim: 8}",
+                         "model.decoder={type: rnn, hidden: 16, layers: 1, embed_dim: 8}", "model.max_positions=64",
+                         "data.max_len=30", base=())
     c = write_checkpoint(tmp_path / "c.pt", 50, 2)
     loaded = load_ensemble([a, b], device="cpu")
     assert isinstance(loaded.model, Ensemble) and len(loaded.model) == 2 and not loaded.model.training

@@ -112,6 +112,13 @@ def collate(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], 
                  indices=torch.as_tensor(np.asarray(indices, dtype=np.int64)))
 
 
+def length_sorted(lengths: Sequence[int], batch_size: int, *, longest_first: bool = False) -> list[list[int]]:
+    """Positions grouped into batches of up to `batch_size` sentences of similar length (inference:
+    least padding); shortest first unless `longest_first` (then a too-large batch fails at once)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=longest_first)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 class TokenBatchSampler:
     """Length-bucketed batches of at most max_tokens padded tokens (B * max(S, T) <= max_tokens), seeded shuffle.
 
