@@ -302,3 +302,14 @@ def test_rnn_under_cpu_bf16_autocast_runs_and_matches_fp32(cell):
         packed, _ = run_rnn(rnn, pack_padded_sequence(x, [5, 4, 2], batch_first=True))
     assert torch.allclose(out.float(), ref, atol=3e-2)
     assert packed.data.shape[0] == 11
+
+
+def test_code_fed_readout_equals_the_concatenated_readout():
+    """With feed_code the readout's code term is computed once per sentence: W [s_t; code] + b all the same."""
+    enc, dec = build(attention=None, cell="gru", feed_code=True)
+    with torch.no_grad():
+        mem = enc(padded_batch([5, 2, 4]))
+        out = torch.randn(3, 6, H)  # (B, T, H) decoder outputs
+        code = mem.code.unsqueeze(1).expand(-1, 6, -1)  # (B, T, C)
+        expected = torch.tanh(dec.readout(torch.cat([out, code], dim=-1)))  # (B, T, E)
+        torch.testing.assert_close(dec._read([out], mem), expected, atol=1e-6, rtol=0)
