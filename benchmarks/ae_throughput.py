@@ -4,12 +4,12 @@ For each config of `recipes/autoencoder/` (default `attention` and `rnn_code`) a
 ("before": the `seqed/` package of `--before REV`, extracted with `git archive`; "after": this tree), one
 child process builds the recipe's Trainer on Multi30k (same tokenizer, seed and batch order in both),
 runs `--warmup` updates, then times `--updates` more with `Trainer.train_step` (the real update: forward,
-backward, clipping, Adam) and, in the first round, one `Trainer.validate()` (validation loss on val.en
-and greedy BLEU on its first 300 sentences, as the recipe does). Rounds alternate the order of the two
+backward, clipping, Adam) and, with `--validate`, in the first round one `Trainer.validate()` (validation
+loss on val.en and greedy BLEU on its first 300 sentences, as the recipe does). Rounds alternate the order of the two
 versions, so that a change in the machine's load falls on both. Both versions train from the same
 initial weights on the same batches, so their losses must agree: the JSON keeps them side by side.
 
-    python benchmarks/ae_throughput.py --before 343fbfe                 # 2 rounds x 15 updates, 1 thread
+    python benchmarks/ae_throughput.py --before 343fbfe --validate      # 2 rounds x 15 updates, 1 thread
     python benchmarks/ae_throughput.py --before 343fbfe --threads 2 --out benchmarks/results/x.json
 
 Reports updates per minute (wall clock over the timed updates) and CPU seconds per update (the
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
-    p.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--validate", action="store_true", help="also time one validation per config and version")
     args = p.parse_args(argv)
     if args.child:
         return child(args)
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for config in args.configs:
                 for version in (VERSIONS if r % 2 == 0 else VERSIONS[::-1]):
-                    res = measure(config, roots[version], args, validate=r == 0)
+                    res = measure(config, roots[version], args, validate=args.validate and r == 0)
                     print(f"[ae_throughput] round {r + 1} {config} {version}: "
                           f"{60 * res['updates'] / res['wall_s']:.1f} updates/min, "
                           f"{res['cpu_s'] / res['updates']:.2f} CPU s/update", file=sys.stderr)
