@@ -47,6 +47,6 @@ def test_mixed_pair_learns_to_copy(tmp_path, pair, one_thread):
 def test_mixed_pair_cannot_tie_encoder_and_decoder(pair):
     """The one option a mixed pair cannot have: tying shares same-shaped weights of an RNN with an RNN or of
     a Transformer with a Transformer, so `tie_encoder_decoder` on a mixed pair is refused by name."""
-    cfg = load_config(None, [*PAIRS[pair], "model.tie_encoder_decoder=true"])
+    cfg = load_config(None, [*PAIRS[pair], "model.share_embeddings=false", "model.tie_encoder_decoder=true"])
     with pytest.raises(ConfigError, match="tie_encoder_decoder: no encoder and decoder weights"):
         build_model(cfg, 30, 30)
