@@ -233,3 +233,47 @@ def test_sampler_rejects_too_long_example():
         TokenBatchSampler([3, 50, 4], [3, 5, 4], max_tokens=40)
     with pytest.raises(ValueError, match="shard_index"):
         TokenBatchSampler([3], [3], max_tokens=40, num_shards=2, shard_index=2)
+
+
+# -- the `format: hf` branch of load_corpus on a local dataset saved with `datasets` ---------------------
+
+
+@pytest.fixture
+def saved_dataset(tmp_path, hf_tmp_cache, monkeypatch):
+    """A 4-row en/fr Dataset saved twice: `save_to_disk` (arrow shard + state.json) and `to_parquet`."""
+    datasets = hf_tmp_cache
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # local files only: never the hub
+    ds = datasets.Dataset.from_dict({"en": [f"a man {i}" for i in range(4)], "fr": [f"un homme {i}" for i in range(4)],
+                                     "id": list(range(4))})
+    ds.save_to_disk(str(tmp_path / "saved"))
+    ds.to_parquet(str(tmp_path / "flat.parquet"))
+    return tmp_path
+
+
+def test_hf_corpus_reads_a_local_parquet_dataset(saved_dataset):
+    from seqed.config import CorpusConfig
+    from seqed.data.sources import load_corpus
+
+    spec = CorpusConfig(format="hf", name="parquet", data_files=str(saved_dataset / "flat.parquet"))
+    en, fr = [f"a man {i}" for i in range(4)], [f"un homme {i}" for i in range(4)]
+    assert load_corpus(spec) == (en, fr)
+    assert load_corpus(spec, src_lang="fr", tgt_lang="en") == (fr, en)  # columns named by the languages
+    assert load_corpus(spec, monolingual=True) == (en, en)  # autoencoders: the src side twice
+    assert load_corpus(CorpusConfig(format="hf", name="parquet", data_files=str(saved_dataset / "flat.parquet"),
+                                    src_field="fr", tgt_field="en", limit=2)) == (fr[:2], en[:2])
+
+
+def test_hf_corpus_on_a_save_to_disk_directory(saved_dataset):
+    """What `format: hf` supports for `Dataset.save_to_disk` output: its arrow shard through the `arrow`
+    builder reads; the directory itself as `name` is rejected by `datasets` (it wants `load_from_disk`,
+    which seqed does not call), with a message that says so."""
+    from seqed.config import ConfigError, CorpusConfig
+    from seqed.data.sources import load_corpus
+
+    shard = str(saved_dataset / "saved" / "data-00000-of-00001.arrow")
+    en = [f"a man {i}" for i in range(4)]
+    assert load_corpus(CorpusConfig(format="hf", name="arrow", data_files=shard), monolingual=True) == (en, en)
+    with pytest.raises(ValueError, match="load_from_disk"):
+        load_corpus(CorpusConfig(format="hf", name=str(saved_dataset / "saved")))
+    with pytest.raises(ConfigError, match="needs `name`"):
+        load_corpus(CorpusConfig(format="hf", data_files=shard))

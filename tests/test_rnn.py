@@ -56,6 +56,30 @@ def test_encoder_shapes_masks_and_padding_invariance(cell, bidirectional, layers
         torch.testing.assert_close(alone.code[0], mem.code[b], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("cell,bidirectional,layers",
+                         itertools.product(["lstm", "gru"], [True, False], [1, 2]))
+def test_encoder_padded_cpu_path_equals_packed_path(cell, bidirectional, layers):
+    """The CPU path (no packing: each direction over the padded rows, the backward one reversed within each
+    row's length) gives the packed path's states, code and gradients, on the same nn.LSTM/GRU weights."""
+    torch.manual_seed(0)
+    enc = encoder(cell=cell, bidirectional=bidirectional, layers=layers).train()  # dropout 0: deterministic
+    src = padded_batch([5, 2, 4, 1, 5], seed=3)
+    mask = src != PAD_ID
+    lengths = mask.sum(1)
+    results = []
+    for run in (lambda x: enc._run_packed(x, lengths), lambda x: enc._run_padded(x, lengths, mask)):
+        enc.zero_grad()
+        states, code = run(enc.embedding(src))
+        (states.pow(2).sum() + code.sin().sum()).backward()
+        results.append((states, code, [p.grad.clone() for p in enc.parameters()]))
+    (s1, c1, g1), (s2, c2, g2) = results
+    torch.testing.assert_close(s2, s1, atol=1e-6, rtol=0)
+    torch.testing.assert_close(c2, c1, atol=1e-6, rtol=0)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert torch.equal(enc(src).states, s2.detach())  # forward takes the padded path on CPU
+
+
 def test_encoder_code_is_top_layer_final_h():
     torch.manual_seed(0)
     enc = encoder(cell="lstm", bidirectional=True, layers=2)
@@ -278,3 +302,14 @@ def test_rnn_under_cpu_bf16_autocast_runs_and_matches_fp32(cell):
         packed, _ = run_rnn(rnn, pack_padded_sequence(x, [5, 4, 2], batch_first=True))
     assert torch.allclose(out.float(), ref, atol=3e-2)
     assert packed.data.shape[0] == 11
+
+
+def test_code_fed_readout_equals_the_concatenated_readout():
+    """With feed_code the readout's code term is computed once per sentence: W [s_t; code] + b all the same."""
+    enc, dec = build(attention=None, cell="gru", feed_code=True)
+    with torch.no_grad():
+        mem = enc(padded_batch([5, 2, 4]))
+        out = torch.randn(3, 6, H)  # (B, T, H) decoder outputs
+        code = mem.code.unsqueeze(1).expand(-1, 6, -1)  # (B, T, C)
+        expected = torch.tanh(dec.readout(torch.cat([out, code], dim=-1)))  # (B, T, E)
+        torch.testing.assert_close(dec._read([out], mem), expected, atol=1e-6, rtol=0)

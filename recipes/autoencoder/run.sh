@@ -4,7 +4,7 @@
 # of the test sentences (for plots.py).
 #
 #   bash recipes/autoencoder/run.sh [CONFIG] [key.path=value ...]
-#     CONFIG: rnn_code (default), rnn_code_tied, attention, denoising, variational, masked
+#     CONFIG: rnn_code (default), rnn_code_tied, attention, mixed, denoising, variational, masked
 #
 #   SEQED_DATA=../shared/data bash recipes/autoencoder/run.sh rnn_code   # local copy, no network
 #   bash recipes/autoencoder/run.sh attention                            # downloads Multi30k first
@@ -60,7 +60,7 @@ touch "$RUN/train.done"
 # Models trained on clean reconstruction are selected on validation BLEU; noise-trained models
 # (validated on clean input, or not at all) and the VAE (its KL weight still rising early on) use the last.
 case $config in
-  rnn_code|rnn_code_tied|attention) ckpt=$RUN/checkpoint_best.pt ;;
+  rnn_code|rnn_code_tied|attention|mixed) ckpt=$RUN/checkpoint_best.pt ;;
   *) ckpt=$RUN/checkpoint_last.pt ;;
 esac
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqed.attention import ATTENTIONS, Attention
@@ -176,10 +177,17 @@ class RNNDecoder(nn.Module):
         return out, h, c
 
     def _read(self, parts: list[Tensor], memory: Memory) -> Tensor:
-        """Readout r = dropout(tanh(W_r [parts; code?])) of width E; parts are (B, T, *)."""
-        if self.feed_code:
-            parts = parts + [memory.code.unsqueeze(1).expand(-1, parts[0].size(1), -1)]  # (B, T, C)
-        return self.dropout(torch.tanh(self.readout(torch.cat(parts, dim=-1))))  # (B, T, E)
+        """Readout r = dropout(tanh(W_r [parts; code?] + b)) of width E; parts are (B, T, *).
+
+        With `feed_code`, W_r [x; code] is computed as W_x x + W_c code: the code's term once per
+        sentence (B, E) rather than once per step, which saves a (B*T, C) x (C, E) product.
+        """
+        x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]  # (B, T, K)
+        if not self.feed_code:
+            return self.dropout(torch.tanh(self.readout(x)))  # (B, T, E)
+        w, k = self.readout.weight, x.size(-1)  # w (E, K + C)
+        code_term = F.linear(memory.code, w[:, k:], self.readout.bias)  # (B, E)
+        return self.dropout(torch.tanh(F.linear(x, w[:, :k]) + code_term.unsqueeze(1)))  # (B, T, E)
 
     def _decode(self, x: Tensor, memory: Memory,
                 state: RNNState) -> tuple[Tensor, Optional[Tensor], RNNState]:

@@ -1,0 +1,108 @@
+"""Trainer options without other tests: early stopping (`train.patience`) and fp16 with the gradient scaler.
+
+Each test trains the tiny reversal Transformer of `tiny_runs` in this process for a few dozen updates.
+On CPU seqed's Trainer disables the fp16 GradScaler (its scaling protects fp16 gradients on CUDA); the
+scaler's path through an update, the checkpoint and `--resume` is pinned on CPU with a CPU GradScaler
+standing in for the CUDA one, and once more for real on CUDA where there is one.
+"""
+
+import json
+
+import pytest
+import torch
+
+from seqed.checkpoint import load_checkpoint
+from seqed.config import load_config
+from seqed.train import Trainer
+from tiny_runs import write_config, write_task
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """(config path, run directory) of the tiny reversal task."""
+    data = write_task(tmp_path, n_train=120, n_valid=10)
+    run = tmp_path / "run"
+    return write_config(tmp_path / "tiny.yaml", data, run), run
+
+
+def train(cfg_path, *overrides, resume=False):
+    trainer = Trainer(load_config(str(cfg_path), list(overrides)), resume=resume, progress=False)
+    state = trainer.run()
+    return trainer, state
+
+
+def log_of(run):
+    return [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()]
+
+
+def test_patience_stops_after_n_validations_without_improvement(tiny, capsys):
+    cfg, run = tiny
+    # A learning rate of ~0 leaves the model, hence validation BLEU, unchanged: only the first validation
+    # improves on "no best yet", and with patience 2 the third one stops the run, long before max_steps.
+    trainer, state = train(cfg, "train.lr=1e-12", "train.warmup=0", "train.schedule=constant",
+                           "train.early_stop_metric=bleu", "train.valid_every=5", "train.max_steps=100",
+                           "train.patience=2")
+    log = log_of(run)
+    assert [r["step"] for r in log] == [5, 10, 15]
+    assert [r["best"] for r in log] == [True, False, False]
+    assert state.step == 15 and state.bad_validations == 2
+    assert "early stopping: no improvement in 2 validations at step 15" in capsys.readouterr().err
+
+
+def test_fp16_on_cpu_trains_without_a_scaler(tiny):
+    cfg, run = tiny
+    trainer, state = train(cfg, "train.precision=fp16", "train.max_steps=10", "train.valid_every=10")
+    assert not trainer.scaler.is_enabled()  # seqed scales fp16 gradients on CUDA only
+    assert state.step == 10 and state.skipped_steps == 0
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    ckpt = load_checkpoint(run / "checkpoint_last.pt")
+    assert ckpt["scaler"] is None and ckpt["config"]["train"]["precision"] == "fp16"
+    assert torch.isfinite(torch.tensor(log_of(run)[-1]["valid_nll"]))
+
+
+@pytest.fixture
+def cpu_scaler(monkeypatch):
+    """seqed's Trainer asks for `GradScaler("cuda", enabled=fp16 and cuda)`; give it an enabled CPU scaler
+    instead (a low initial scale, grown every 2 steps, so its state changes within a few updates)."""
+    real = torch.amp.GradScaler
+    made = []
+
+    def factory(device="cuda", enabled=True, **kw):
+        scaler = real("cpu", init_scale=2.0 ** 8, growth_interval=2, enabled=True)
+        made.append(scaler)
+        return scaler
+
+    monkeypatch.setattr(torch.amp, "GradScaler", factory)
+    return made
+
+
+def test_fp16_scaler_state_round_trips_through_checkpoint_and_resume(tiny, cpu_scaler):
+    cfg, run = tiny
+    args = ["train.precision=fp16", "train.valid_every=6", "train.valid_bleu=false"]
+    trainer, state = train(cfg, *args, "train.max_steps=6")
+    assert trainer.scaler.is_enabled() and state.step == 6
+    saved = load_checkpoint(run / "checkpoint_last.pt")["scaler"]
+    assert saved is not None and saved["scale"] == trainer.scaler.get_scale()
+    assert saved["scale"] > 2.0 ** 8  # the scale grew: the scaler stepped through finite updates
+    assert saved["_growth_tracker"] == trainer.scaler._get_growth_tracker()
+    # --resume loads it into the new run's scaler, which then goes on from there.
+    resumed = Trainer(load_config(str(cfg), [*args, "train.max_steps=8"]), resume=True, progress=False)
+    resumed.setup()
+    assert resumed.scaler.get_scale() == saved["scale"]
+    assert resumed.scaler._get_growth_tracker() == saved["_growth_tracker"]
+    state = resumed._loop()
+    assert state.step == 8 and resumed.scaler.get_scale() >= saved["scale"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fp16 GradScaler is enabled on CUDA only")
+def test_fp16_gradient_scaler_on_cuda(tiny):
+    cfg, run = tiny
+    args = ["train.precision=fp16", "train.device=cuda", "train.valid_every=10", "train.valid_bleu=false"]
+    trainer, state = train(cfg, *args, "train.max_steps=10")
+    assert trainer.scaler.is_enabled() and state.step == 10
+    saved = load_checkpoint(run / "checkpoint_last.pt")["scaler"]
+    assert saved is not None and saved["scale"] == trainer.scaler.get_scale() > 0
+    resumed = Trainer(load_config(str(cfg), [*args, "train.max_steps=12"]), resume=True, progress=False)
+    resumed.setup()
+    assert resumed.scaler.is_enabled() and resumed.scaler.get_scale() == saved["scale"]
+    assert resumed._loop().step == 12
