@@ -3,20 +3,21 @@ RNN attention decoder. `EncoderDecoder` takes any encoder with any decoder (the 
 tests train each pair end to end on the letter-copy task of `ae_tasks` and decode it with greedy and beam
 search, and pin what a mixed pair cannot do (share encoder and decoder weights)."""
 
-import json
 
 import pytest
 
 from ae_tasks import write_config, write_corpus
 from seqed.config import ConfigError, load_config
 from seqed.model import build_model
+from seqed.runlog import read_records
 from seqed.train import Trainer
 from seqed.translator import Translator
 
-RNN_ENCODER = ["model.encoder.type=rnn", "model.encoder.cell=gru", "model.encoder.bidirectional=true",
-               "model.encoder.hidden=16", "model.encoder.embed_dim=32"]  # states 2 x 16 = 32 wide
-RNN_DECODER = ["model.decoder.type=rnn", "model.decoder.cell=gru", "model.decoder.hidden=32",
-               "model.decoder.embed_dim=32", "model.decoder.attention=bahdanau"]
+# Whole sections: the YAML's Transformer keys (heads, ffn) do not apply to an RNN.
+RNN_ENCODER = ["model.encoder={type: rnn, cell: gru, bidirectional: true, hidden: 16, embed_dim: 32, layers: 1, "
+               "dropout: 0.0}"]  # states 2 x 16 = 32 wide
+RNN_DECODER = ["model.decoder={type: rnn, cell: gru, hidden: 32, embed_dim: 32, attention: bahdanau, layers: 1, "
+               "dropout: 0.0}"]
 PAIRS = {"rnn_transformer": RNN_ENCODER, "transformer_rnn": RNN_DECODER}
 
 
@@ -33,7 +34,7 @@ def test_mixed_pair_learns_to_copy(tmp_path, pair, one_thread):
     enc, dec = type(trainer.model.encoder).__name__, type(trainer.model.decoder).__name__
     assert (enc, dec) == {"rnn_transformer": ("RNNEncoder", "TransformerDecoder"),
                           "transformer_rnn": ("TransformerEncoder", "RNNDecoder")}[pair]
-    log = [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()]
+    log = read_records(run / "train.log.jsonl")
     assert state.step == 150 and log[-1]["valid_bleu"] >= 80, log[-1]
     # Incremental decoding (decoder.step with its cached state) reproduces the sentences, greedy and beam.
     src = (data / "test.txt").read_text().splitlines()

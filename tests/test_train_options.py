@@ -6,13 +6,13 @@ scaler's path through an update, the checkpoint and `--resume` is pinned on CPU 
 standing in for the CUDA one, and once more for real on CUDA where there is one.
 """
 
-import json
 
 import pytest
 import torch
 
 from seqed.checkpoint import load_checkpoint
 from seqed.config import load_config
+from seqed.runlog import read_records
 from seqed.train import Trainer
 from tiny_runs import write_config, write_task
 
@@ -32,7 +32,7 @@ def train(cfg_path, *overrides, resume=False):
 
 
 def log_of(run):
-    return [json.loads(line) for line in (run / "train.log.jsonl").read_text().splitlines()]
+    return read_records(run / "train.log.jsonl")
 
 
 def test_patience_stops_after_n_validations_without_improvement(tiny, capsys):
