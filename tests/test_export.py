@@ -5,6 +5,7 @@ seqed's teacher-forced log-probabilities, for several architectures with random 
 checked on a tiny trained reversal model: greedy and beam outputs token-identical to seqed's fp32.
 """
 
+import json
 import math
 import random
 import sys
@@ -186,3 +187,26 @@ def test_existing_directory_missing_install_and_not_an_export(tmp_path, monkeypa
         export_ctranslate2(ckpt, tmp_path / "other")
     with pytest.raises(ExportError, match=r"pip install 'seqed\[ctranslate2\]'"):
         CTranslate2Translator(tmp_path / "out")
+
+
+def test_benchmark_runs_every_engine(trained, tmp_path):
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import export_ctranslate2 as benchmark
+    finally:
+        sys.path.remove(str(bench))
+    ckpt, _, sources = trained
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("\n".join(sources[:8]) + "\n")
+    ref.write_text("\n".join(" ".join(reversed(s.split())) for s in sources[:8]) + "\n")
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["-c", str(ckpt), "--src", str(src), "--ref", str(ref), "--bf16-limit", "3",
+                           "--warmup", "2", "--threads", "1", "--out", str(out), "--no-readme"]) == 0
+    engines = json.loads(out.read_text())["engines"]
+    assert set(engines) == {"seqed_fp32", "seqed_bf16", "ctranslate2_fp32", "ctranslate2_int8"}
+    assert engines["seqed_bf16"]["sentences"] == 3 and engines["ctranslate2_int8"]["sentences"] == 8
+    assert all(r["sentences_per_s"] > 0 and 0 <= r["bleu"] <= 100 for r in engines.values())
+    assert engines["seqed_fp32"]["same_as_seqed_fp32"] == 1.0
