@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from seqed.config import Config, to_dict
 from seqed.decoders.transformer import TransformerDecoder
 from seqed.embeddings import LearnedPositions, SinusoidalPositions, TokenEmbedding
-from seqed.encoders.transformer import MultiHeadAttention, TransformerEncoder
+from seqed.encoders.transformer import TransformerEncoder
+from seqed.layers import MultiHeadAttention
 from seqed.model import EncoderDecoder
 from seqed.tokenizer import Tokenizer
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
