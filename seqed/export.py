@@ -71,11 +71,11 @@ def check_exportable(model: EncoderDecoder, cfg: Optional[Config] = None) -> Non
     """
     where = "model.encoder.type" if cfg is None else f"model.encoder.type={cfg.model.encoder.type}"
     if not isinstance(model.encoder, TransformerEncoder):
-        raise ExportError(f"cannot export a {type(model.encoder).__name__} ({where}): CTranslate2 runs "
+        raise ExportError(f"cannot export the encoder, a {type(model.encoder).__name__} ({where}): CTranslate2 runs "
                           f"Transformer encoder-decoders only; train with model.encoder.type=transformer")
     where = "model.decoder.type" if cfg is None else f"model.decoder.type={cfg.model.decoder.type}"
     if not isinstance(model.decoder, TransformerDecoder):
-        raise ExportError(f"cannot export a {type(model.decoder).__name__} ({where}): CTranslate2 runs "
+        raise ExportError(f"cannot export the decoder, a {type(model.decoder).__name__} ({where}): CTranslate2 runs "
                           f"Transformer encoder-decoders only; train with model.decoder.type=transformer")
     if model.bottleneck is not None:
         kind = cfg.model.bottleneck if cfg is not None else type(model.bottleneck).__name__
@@ -242,7 +242,10 @@ def export_ctranslate2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike
         raise ExportError(f"{out} already exists; choose a new directory or pass force=True (--force)")
     require_ctranslate2()
     loaded = load_model(str(checkpoint), device="cpu")
-    spec = build_spec(loaded.model, loaded.tokenizer, loaded.config)
+    try:
+        spec = build_spec(loaded.model, loaded.tokenizer, loaded.config)
+    except ExportError as err:
+        raise ExportError(f"{checkpoint}: {err}") from None
     try:
         spec.optimize(quantization=quantization)
     except ValueError as err:

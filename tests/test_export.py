@@ -158,16 +158,17 @@ def test_translate_text_interface_and_quantization(trained):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (["model.encoder.type=rnn", "model.decoder.type=rnn"], "cannot export a RNNEncoder"),
-    (["model.decoder.type=rnn"], "cannot export a RNNDecoder"),
+    (["model.encoder.type=rnn", "model.decoder.type=rnn"], r"the encoder, a RNNEncoder \(model.encoder.type=rnn\)"),
+    (["model.decoder.type=rnn"], r"the decoder, a RNNDecoder \(model.decoder.type=rnn\)"),
     (["model.bottleneck=variational"], "'variational' bottleneck"),
     (["model.bottleneck=code"], "'code' bottleneck"),
     (["model.encoder.code=token"], "summary token"),
 ])
 def test_unsupported_models_are_refused_clearly(tmp_path, overrides, match):
     ckpt = _random_checkpoint(tmp_path / "ckpt.pt", overrides)
-    with pytest.raises(ExportError, match=match):
+    with pytest.raises(ExportError, match=match) as err:
         export_ctranslate2(ckpt, tmp_path / "ct2")
+    assert str(err.value).startswith(f"{ckpt}: ")
     assert not (tmp_path / "ct2").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ct2")]  # no temporary directory left
 
