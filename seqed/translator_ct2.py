@@ -53,7 +53,7 @@ class CTranslate2Translator:
 
     Args:
         model_dir: a directory written by `seqed.export.export_ctranslate2`.
-        device: "cpu" or "cuda".
+        device: "cpu", "cuda", "cuda:N", or "auto" (CUDA when CTranslate2 sees a GPU).
         compute_type: CTranslate2 compute type: "default" (as stored), "float32", "int8",
             "int8_float32", "int8_bfloat16", "bfloat16", "float16", ... (the device must support it:
             `ctranslate2.get_supported_compute_types`).
@@ -85,6 +85,14 @@ class CTranslate2Translator:
         if patience < 1 or round(beam_size * patience) < nbest:
             raise ValueError(f"CTranslate2Translator: patience must be >= 1, got {patience}")
         meta = read_export_meta(model_dir)
+        requested = device
+        if device == "auto":
+            device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
+        device, _, index = device.partition(":")
+        if device not in ("cpu", "cuda") or (index and not index.isdigit()):
+            raise ValueError(f"CTranslate2Translator: device must be cpu, cuda, cuda:N or auto, got {requested!r}")
+        if device == "cuda" and ct2.get_cuda_device_count() == 0:
+            raise ExportError("CTranslate2 sees no CUDA device here; use device cpu")
         supported = ct2.get_supported_compute_types(device)
         if compute_type not in ("default", "auto") and compute_type not in supported:
             raise ExportError(f"compute type {compute_type!r} is not supported on this {device} "
@@ -95,8 +103,8 @@ class CTranslate2Translator:
         self._src_pieces = src_vocab
         self._tgt_ids = {piece: i for i, piece in enumerate(tgt_vocab)}
         self._eos = tgt_vocab[EOS_ID]
-        self.translator = ct2.Translator(str(self.model_dir), device=device, compute_type=compute_type,
-                                         intra_threads=threads)
+        self.translator = ct2.Translator(str(self.model_dir), device=device, device_index=int(index or 0),
+                                         compute_type=compute_type, intra_threads=threads)
         self.compute_type = compute_type
         self.beam_size = beam_size
         self.nbest = nbest
@@ -148,9 +156,14 @@ class CTranslate2Translator:
     def translate_text(self, sentences: Sequence[str]) -> list[list[tuple[str, float]]]:
         """Translate `sentences` to detokenized strings: per sentence, (text, score) pairs, best first."""
         hyps = self.translate(sentences)
+        return [[(text, h.score) for text, h in zip(texts, per_sentence)]
+                for texts, per_sentence in zip(self.detokenize(hyps), hyps)]
+
+    def detokenize(self, hyps: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        """The text of every hypothesis, in the same nesting (one tokenizer call for all)."""
         flat = [h.tokens for per_sentence in hyps for h in per_sentence]
         texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
-        return [[(next(texts), h.score) for h in per_sentence] for per_sentence in hyps]
+        return [[next(texts) for _ in per_sentence] for per_sentence in hyps]
 
     def _limit(self, src_len: int) -> int:
         """seqed.search.max_lengths for one sentence, |src| counting EOS, then at least min_len."""

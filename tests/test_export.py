@@ -211,3 +211,43 @@ def test_benchmark_runs_every_engine(trained, tmp_path):
     assert engines["seqed_bf16"]["sentences"] == 3 and engines["ctranslate2_int8"]["sentences"] == 8
     assert all(r["sentences_per_s"] > 0 and 0 <= r["bleu"] <= 100 for r in engines.values())
     assert engines["seqed_fp32"]["same_as_seqed_fp32"] == 1.0
+
+
+def test_cli_export_and_translate_with_ctranslate2(trained, tmp_path):
+    """End to end through `python -m seqed`: export, translate with both engines, clear refusals."""
+    import subprocess
+
+    from tiny_runs import child_env, seqed_argv
+
+    ckpt, _, sources = trained
+    run = ckpt.parent
+
+    def seqed(*args):
+        return subprocess.run(seqed_argv(*args), capture_output=True, text=True, env=child_env(), timeout=300)
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(sources[:6] + ["", sources[6]]) + "\n")
+    out_dir = tmp_path / "exported"
+    done = seqed("export", "--format", "ctranslate2", "-c", run, "-o", out_dir)
+    assert done.returncode == 0, done.stderr
+    assert (out_dir / "model.bin").is_file() and (out_dir / "seqed_export.json").is_file()
+
+    ours = seqed("translate", "-c", run, "--device", "cpu", "--beam", "1", "-i", src)
+    theirs = seqed("translate", "-c", out_dir, "--engine", "ctranslate2", "--quantization", "float32",
+                   "--device", "cpu", "--beam", "1", "-i", src)
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert theirs.stdout == ours.stdout and theirs.stdout.split("\n")[6] == ""  # greedy: identical lines
+    on_the_fly = seqed("translate", "-c", run, "--engine", "ctranslate2", "--quantization", "int8",
+                       "--device", "cpu", "--nbest", "2", "-i", src)
+    assert on_the_fly.returncode == 0, on_the_fly.stderr
+    assert "exporting" in on_the_fly.stderr and len(on_the_fly.stdout.splitlines()) == 2 * 7 + 1  # the empty line: one
+
+    refused = seqed("export", "--format", "ctranslate2", "-c", run, "-o", out_dir)
+    assert refused.returncode == 2 and "already exists" in refused.stderr and "Traceback" not in refused.stderr
+    refused = seqed("translate", "-c", run, "--quantization", "int8", "-i", src)
+    assert refused.returncode == 2 and "--quantization needs --engine ctranslate2" in refused.stderr
+    rnn = _random_checkpoint(tmp_path / "rnn.pt", ["model.encoder.type=rnn", "model.decoder.type=rnn"])
+    refused = seqed("export", "--format", "ctranslate2", "-c", rnn, "-o", tmp_path / "rnn_ct2")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("seqed: error: ")
+    assert "cannot export the encoder, a RNNEncoder" in refused.stderr
