@@ -30,6 +30,8 @@ from tiny_runs import ALPHABET, write_config, write_task  # noqa: E402
 TINY = ["model.encoder.hidden=32", "model.encoder.ffn=64", "model.encoder.layers=2", "model.encoder.heads=2",
         "model.decoder.hidden=32", "model.decoder.ffn=64", "model.decoder.layers=3", "model.decoder.heads=4",
         "model.max_positions=64", "data.max_len=20", "tokenizer.vocab_size=30", "tokenizer.type=bpe"]
+RNN_ENCODER = "model.encoder={type: rnn, hidden: 32, layers: 1}"  # whole sections: no Transformer-only keys
+RNN_DECODER = "model.decoder={type: rnn, hidden: 32, layers: 1}"
 
 
 @pytest.fixture(autouse=True)
@@ -158,8 +160,8 @@ def test_translate_text_interface_and_quantization(trained):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (["model.encoder.type=rnn", "model.decoder.type=rnn"], r"the encoder, a RNNEncoder \(model.encoder.type=rnn\)"),
-    (["model.decoder.type=rnn"], r"the decoder, a RNNDecoder \(model.decoder.type=rnn\)"),
+    ([RNN_ENCODER, RNN_DECODER], r"the encoder, a RNNEncoder \(model.encoder.type=rnn\)"),
+    ([RNN_DECODER], r"the decoder, a RNNDecoder \(model.decoder.type=rnn\)"),
     (["model.bottleneck=variational"], "'variational' bottleneck"),
     (["model.bottleneck=code"], "'code' bottleneck"),
     (["model.encoder.code=token"], "summary token"),
@@ -246,7 +248,7 @@ def test_cli_export_and_translate_with_ctranslate2(trained, tmp_path):
     assert refused.returncode == 2 and "already exists" in refused.stderr and "Traceback" not in refused.stderr
     refused = seqed("translate", "-c", run, "--quantization", "int8", "-i", src)
     assert refused.returncode == 2 and "--quantization needs --engine ctranslate2" in refused.stderr
-    rnn = _random_checkpoint(tmp_path / "rnn.pt", ["model.encoder.type=rnn", "model.decoder.type=rnn"])
+    rnn = _random_checkpoint(tmp_path / "rnn.pt", [RNN_ENCODER, RNN_DECODER])
     refused = seqed("export", "--format", "ctranslate2", "-c", rnn, "-o", tmp_path / "rnn_ct2")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("seqed: error: ")
