@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
+from seqed.cli.export import QUANTIZATIONS, ctranslate2_translator
 from seqed.cli.io import check_input, chunks, input_lines, open_out
 from seqed.alignment import pharaoh
 from seqed.cli.options import add_decoding_args, add_search_args, load_translator
@@ -19,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", "-c", required=True, action="append",
                    help="checkpoint file (or a run directory: best, else last); repeat it (-c A -c B) to decode "
                         "with an ensemble of models trained with the same tokenizer (log of their mean "
-                        "probability at every step; search defaults from the first)")
+                        "probability at every step; search defaults from the first); with --engine ctranslate2 "
+                        "one checkpoint or `seqed export` directory")
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
     p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     p.add_argument("--scores", action="store_true", help="print 'SCORE<TAB>TEXT' per line")
@@ -27,6 +30,17 @@ def register(sub) -> None:
                    help="lines read before translating (default: 1 on a terminal, else 2000)")
     add_search_args(p)
     add_decoding_args(p)
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", default="seqed", choices=["seqed", "ctranslate2"],
+                   help="seqed (default): this package's search in PyTorch; ctranslate2: CTranslate2's C++ "
+                        "search on a `seqed export` directory (or on a checkpoint, exported for this run). "
+                        "Greedy and length-penalty-free beam outputs equal seqed's; with a length penalty "
+                        "they may differ slightly (seqed/translator_ct2.py). Needs pip install "
+                        "'seqed[ctranslate2]'")
+    g.add_argument("--quantization", default=None, choices=QUANTIZATIONS, metavar="TYPE",
+                   help="--engine ctranslate2: compute type, one of " + ", ".join(QUANTIZATIONS) +
+                        " (default: as exported, float32); the device must support it (benchmarks/README.md "
+                        "compares float32 and int8 with seqed)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("score", help="BLEU and chrF with sacreBLEU (signatures printed)",
@@ -45,7 +59,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise ValueError(f"--buffer-size must be positive, got {args.buffer_size}")
     interactive = args.input == "-" and sys.stdin.isatty()
     size = args.buffer_size or (1 if interactive else 2000)
-    translator = load_translator(args, progress=args.input != "-" and args.output != "-")
+    if args.engine == "ctranslate2":
+        engine = ctranslate2_translator(args)
+    elif args.quantization is not None:
+        raise ValueError("--quantization needs --engine ctranslate2; for seqed's own engine use --precision")
+    else:
+        engine = contextlib.nullcontext(load_translator(args, progress=args.input != "-" and args.output != "-"))
+    with engine as translator:
+        return _translate_lines(args, translator, size)
+
+
+def _translate_lines(args: argparse.Namespace, translator, size: int) -> int:
     out = open_out(args.output)
     try:
         base = 0

@@ -1,0 +1,177 @@
+"""seqed vs its CTranslate2 export: beam-5 decoding speed and BLEU on Multi30k test2016, in one run.
+
+Engines: seqed fp32 and bf16 (`seqed.translator.Translator`, precision "fp32" / "bf16"), and the
+checkpoint exported with `seqed.export.export_ctranslate2` run by `seqed.translator_ct2.
+CTranslate2Translator` with compute type float32 and int8 (weights quantized at load time). Every
+engine translates text to text (SentencePiece, length-sorted batches, search, detokenization) with
+the checkpoint's search settings (length penalty, max length) and beam 5, after an untimed warm-up,
+on the same threads. Reported per engine: sentences/s, output tokens/s, seconds, sacreBLEU BLEU and
+chrF, and the share of sentences whose output equals seqed fp32's.
+
+CTranslate2 ranks with seqed's GNMT length penalty but may stop its beam search earlier when alpha > 0
+(see seqed/translator_ct2.py), so fp32 outputs can differ slightly; with --length-penalty 0 they are
+identical except at the length limit.
+
+    python benchmarks/export_ctranslate2.py -c runs/multi30k_transformer/checkpoint_best.pt
+
+bf16 runs slowly on a CPU without native bf16 matrix units: `--bf16-limit N` translates only the first
+N sentences for that engine (its row says so, and its BLEU is then over those N only).
+
+Writes benchmarks/results/export_ctranslate2.json and the table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import benchlib
+from benchlib import BenchError
+
+SECTION = "export_ctranslate2"
+ENGINES = ("seqed_fp32", "seqed_bf16", "ctranslate2_fp32", "ctranslate2_int8")
+CT2_COMPUTE = {"ctranslate2_fp32": "float32", "ctranslate2_int8": "int8"}
+
+
+def make_translator(engine: str, loaded, ct2_dir: str, *, beam: int, length_penalty: float, batch_size: int,
+                    threads: int):
+    """The translator of one engine, with the checkpoint's length limits."""
+    from seqed.translator import Translator
+    from seqed.translator_ct2 import CTranslate2Translator
+
+    s = loaded.config.search
+    common = dict(beam_size=beam, length_penalty=length_penalty, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
+                  min_len=s.min_len, batch_size=batch_size, max_src_len=loaded.config.model.max_pieces,
+                  max_len_cap=loaded.config.model.max_output_len)
+    if engine.startswith("seqed_"):
+        return Translator(loaded.model, loaded.tokenizer, device=loaded.device,
+                          precision=engine.split("_")[1], **common)
+    return CTranslate2Translator(ct2_dir, compute_type=CT2_COMPUTE[engine], threads=threads, **common)
+
+
+def measure(translator, sentences: list[str], refs: list[str], *, warmup: int) -> dict:
+    """Translate `sentences` once after an untimed warm-up; rates, BLEU and the output."""
+    from seqed.scoring import score
+
+    if warmup:
+        translator.translate_text(sentences[:warmup])
+    start = time.perf_counter()
+    hyps = translator.translate(sentences)
+    texts = translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+    seconds = time.perf_counter() - start
+    out_tokens = sum(len(h[0].tokens) for h in hyps)
+    sc = score(texts, refs)
+    return {"seconds": round(seconds, 3), "sentences": len(sentences), "output_tokens": out_tokens,
+            "sentences_per_s": len(sentences) / seconds, "output_tokens_per_s": out_tokens / seconds,
+            "bleu": sc.bleu, "chrf": sc.chrf, "bleu_signature": sc.bleu_signature, "output": texts}
+
+
+def table(payload: dict) -> str:
+    cfg = payload["config"]
+    engines = payload["engines"]
+    base = engines.get("seqed_fp32", {}).get("sentences_per_s")
+    rows = []
+    for name, r in engines.items():
+        speedup = f"{r['sentences_per_s'] / base:.2f}x" if base else ""
+        same = f"{100 * r['same_as_seqed_fp32']:.1f}%" if r.get("same_as_seqed_fp32") is not None else ""
+        rows.append([name, r["sentences"], r["sentences_per_s"], r["output_tokens_per_s"], r["seconds"], speedup,
+                     r["bleu"], r["chrf"], same])
+    head = (f"Checkpoint `{cfg['checkpoint']}` (step {cfg['step']}), `{cfg['src']}`, beam {cfg['beam']}, "
+            f"length penalty {cfg['length_penalty']}, batch {cfg['batch_size']} sentences, {cfg['threads']} threads "
+            f"(torch and CTranslate2 {cfg['ctranslate2_version']}), export {cfg['export_seconds']:.1f} s. "
+            f"{benchlib.env_line(payload['environment'])}.")
+    text = head + "\n\n" + benchlib.md_table(
+        ["engine", "sentences", "sent/s", "out tok/s", "seconds", "vs seqed fp32", "BLEU", "chrF",
+         "same output as seqed fp32"], rows)
+    partial = [n for n, r in engines.items() if r["sentences"] != cfg["sentences"]]
+    if partial:
+        text += (f"\n\n{', '.join(partial)}: only the first {engines[partial[0]]['sentences']} sentences "
+                 f"(--bf16-limit), so its BLEU is not comparable with the other rows; its speed is.")
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
+    p.add_argument("--src", default=None, help="source file (default $SEQED_DATA/multi30k/test2016.en)")
+    p.add_argument("--ref", default=None, help="reference file (default $SEQED_DATA/multi30k/test2016.fr)")
+    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
+    p.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the checkpoint's)")
+    p.add_argument("--limit", type=int, default=0, help="first N sentences only, every engine (0 = all)")
+    p.add_argument("--bf16-limit", type=int, default=0, help="first N sentences only for seqed_bf16 (0 = as --limit)")
+    p.add_argument("--warmup", type=int, default=16, help="untimed sentences translated first (default 16)")
+    p.add_argument("--threads", type=int, default=2, help="torch and CTranslate2 threads (default 2)")
+    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    args = p.parse_args(argv)
+    try:
+        from seqed.checkpoint import CheckpointError
+        from seqed.data.corpus import read_lines
+        from seqed.export import ExportError, export_ctranslate2, require_ctranslate2
+        from seqed.inference import load_model
+
+        if args.threads < 1:
+            raise BenchError(f"--threads must be positive (both engines get the same count), got {args.threads}")
+        benchlib.set_threads(args.threads)
+        ct2 = require_ctranslate2()
+        if args.src is None or args.ref is None:
+            m30k = benchlib.data_dir() / "multi30k"
+            args.src = args.src or str(m30k / "test2016.en")
+            args.ref = args.ref or str(m30k / "test2016.fr")
+        sentences, refs = read_lines(args.src), read_lines(args.ref)
+        if len(sentences) != len(refs):
+            raise BenchError(f"{args.src} has {len(sentences)} lines but {args.ref} has {len(refs)}")
+        if args.limit:
+            sentences, refs = sentences[: args.limit], refs[: args.limit]
+        try:
+            loaded = load_model(args.checkpoint, device="cpu")
+        except CheckpointError as err:
+            raise BenchError(str(err)) from None
+        s = loaded.config.search
+        alpha = s.length_penalty if args.length_penalty is None else args.length_penalty
+        batch_size = args.batch_size or s.batch_size
+        benchlib.WORK.mkdir(parents=True, exist_ok=True)
+        engines, outputs = {}, {}
+        with tempfile.TemporaryDirectory(dir=benchlib.WORK, prefix="ct2_") as work:
+            ct2_dir = os.path.join(work, "model")
+            start = time.perf_counter()
+            try:
+                export_ctranslate2(args.checkpoint, ct2_dir)
+            except ExportError as err:
+                raise BenchError(str(err)) from None
+            export_seconds = time.perf_counter() - start
+            for engine in args.engines:
+                n = args.bf16_limit if engine == "seqed_bf16" and args.bf16_limit else len(sentences)
+                print(f"[{SECTION}] {engine} on {n} sentences ...", file=sys.stderr, flush=True)
+                translator = make_translator(engine, loaded, ct2_dir, beam=args.beam, length_penalty=alpha,
+                                             batch_size=batch_size, threads=args.threads)
+                r = measure(translator, sentences[:n], refs[:n], warmup=min(args.warmup, n))
+                outputs[engine] = r.pop("output")
+                engines[engine] = r
+                print(f"[{SECTION}]   {r['sentences_per_s']:.1f} sent/s, BLEU {r['bleu']}", file=sys.stderr,
+                      flush=True)
+        if "seqed_fp32" in outputs:
+            ref_out = outputs["seqed_fp32"]
+            for engine, out in outputs.items():
+                engines[engine]["same_as_seqed_fp32"] = sum(a == b for a, b in zip(out, ref_out)) / len(out)
+        payload = {"benchmark": SECTION,
+                   "config": {"checkpoint": args.checkpoint, "step": loaded.step, "src": args.src, "ref": args.ref,
+                              "sentences": len(sentences), "beam": args.beam, "length_penalty": alpha,
+                              "max_len_a": s.max_len_a, "max_len_b": s.max_len_b, "batch_size": batch_size,
+                              "threads": args.threads, "warmup_sentences": args.warmup,
+                              "bf16_limit": args.bf16_limit, "export_seconds": round(export_seconds, 2),
+                              "ctranslate2_version": ct2.__version__,
+                              "ctranslate2_compute_types": sorted(ct2.get_supported_compute_types("cpu"))},
+                   "environment": benchlib.environment(args.threads), "engines": engines}
+        return benchlib.publish(SECTION, SECTION, args.out, payload, table(payload), readme=not args.no_readme)
+    except (BenchError, FileNotFoundError, ValueError) as err:
+        return benchlib.fail(SECTION, err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
