@@ -56,7 +56,7 @@ def child(args: argparse.Namespace) -> int:
             batch = trainer.data.train.batch(batches[i])
             trainer.schedule.set_step(i + 1)
             result = trainer.train_step([batch])
-            losses.append(result.loss / max(result.n_tgt, 1))
+            losses.append(float(result.loss) / max(result.n_tgt, 1))  # a device tensor since the Trainer split
             tokens += result.n_all
 
         for i in range(args.warmup):
@@ -70,7 +70,10 @@ def child(args: argparse.Namespace) -> int:
                "losses": losses, "torch_threads": torch.get_num_threads(), "loadavg": os.getloadavg()}
         if args.validate:
             tick = time.perf_counter()
-            trainer.validate()
+            if hasattr(trainer, "validator"):  # the Trainer split moved validation to seqed.evaluate
+                trainer.validator(trainer.model, trainer.state, autocast=trainer.autocast)
+            else:
+                trainer.validate()
             out["validate_s"] = time.perf_counter() - tick
     print("RESULT " + json.dumps(out))
     return 0

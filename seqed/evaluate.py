@@ -69,6 +69,60 @@ def validate(model, data, *, device: torch.device, max_tokens: int = 2048,
     return result
 
 
+class Validator:
+    """A training run's validation policy: what to compute (BLEU at every `train.valid_bleu_every`-th
+    validation and at the last, loss only between) and which result is the best so far.
+
+    Args:
+        cfg: the run's config.
+        data: the run's data (`.valid`, `.valid_src`, `.valid_ref`; see `seqed.data.pipeline`).
+        tokenizer: for decoding the validation sources.
+        device: where the model lives.
+    """
+
+    def __init__(self, cfg, data, tokenizer, device: torch.device):
+        self.cfg, self.data, self.tokenizer, self.device = cfg, data, tokenizer, device
+        t = cfg.train
+        self.bleu = bool(t.valid_bleu and data.valid_src)
+        self.metric = "valid_bleu" if self.bleu and t.early_stop_metric == "bleu" else "valid_nll"
+
+    def __call__(self, model, state, *, autocast, final: bool = False) -> dict:
+        """Validate `model` at `state.step` (a `TrainState`; its history counts the validations so far)."""
+        from seqed.bottleneck import kl_weight
+        from seqed.translator import Translator
+
+        t, s = self.cfg.train, self.cfg.search
+        result: dict = {"step": state.step}
+        if self.data.valid is None:
+            return result
+        number = sum("valid_nll" in h for h in state.history) + 1
+        translator = None
+        if self.bleu and (final or number % t.valid_bleu_every == 0):
+            translator = Translator(model, self.tokenizer, device=self.device, beam_size=t.valid_beam,
+                                    length_penalty=s.length_penalty, max_len_a=s.max_len_a,
+                                    max_len_b=s.max_len_b, batch_size=s.batch_size,
+                                    max_src_len=self.cfg.model.max_pieces,
+                                    max_len_cap=self.cfg.model.max_output_len)
+        result.update(validate(model, self.data.valid, device=self.device, autocast=autocast,
+                               max_tokens=max(t.max_tokens, 2048), translator=translator,
+                               sources=self.data.valid_src, references=self.data.valid_ref))
+        if "valid_kl" in result:
+            result["kl_weight"] = kl_weight(state.step, kind=t.kl_anneal, steps=t.kl_anneal_steps,
+                                            cycles=t.kl_cycles)
+        return result
+
+    def improved(self, result: dict, state) -> Optional[bool]:
+        """Update `state.best` (higher is better: BLEU, or -nll); None when `result` cannot be compared (a
+        loss-only validation between BLEU ones decides nothing), True when there is no validation data."""
+        if self.metric not in result:
+            return None if self.data.valid is not None else True
+        value = result[self.metric] if self.metric == "valid_bleu" else -result[self.metric]
+        if state.best is None or value > state.best:
+            state.best = value
+            return True
+        return False
+
+
 def completion_accuracy(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Sequence[int]],
                         masked: Sequence[Sequence[bool]]) -> Optional[float]:
     """Percentage of masked (or substituted) positions whose reconstruction is the clean piece.

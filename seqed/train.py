@@ -6,8 +6,9 @@ checkpoint format is `seqed/checkpoint.py`, validation `seqed/evaluate.py`, the 
 distributed helpers, signals, RNG) `seqed/runtime.py`, the logs `seqed/runlog.py`.
 
 On the device the loop keeps the GPU's queue full: losses and token counts are summed there and read
-every `train.log_every` updates; the non-finite guard skips an update on the device (fused AdamW's
-`found_inf`) and the host reads that one flag only after it has built the next batch.
+every `train.log_every` updates, and the non-finite guard skips an update on the device (fused AdamW's
+`found_inf`). The host reads one flag per update (was the update applied?): the step count, and with it
+the learning rate, the noise seed and the KL weight of the next update, depend on it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from seqed.checkpoint import Checkpoint, remove_stale_temps, restore_weights, re
 from seqed.config import Config, to_dict
 from seqed.data.batching import TokenBatchSampler
 from seqed.data.pipeline import prepare_data, train_tokenizer
-from seqed.evaluate import validate
+from seqed.evaluate import Validator
 from seqed.losses import label_smoothed_nll, masked_target
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.noise import Noiser, word_dropout
@@ -37,8 +38,7 @@ from seqed.runlog import RunLog
 from seqed.runtime import (Dist, StopSignals, TrainingError, all_reduce_sum, broadcast_object, cpu_lacks_native,
                            device_kind, gather_rng, init_distributed, resolve_device, seed_everything, set_rng_state, versions)
 from seqed.tokenizer import Tokenizer
-from seqed.trainstate import Pending, TrainState, Window, diverged
-from seqed.translator import Translator
+from seqed.trainstate import Pending, TrainState, Window, diverged, oom_message
 from seqed.vocab import PAD_ID, UNK_ID
 
 
@@ -118,6 +118,7 @@ class Trainer:
         self.noiser = None
         if cfg.data.noise.active:
             self.noiser = Noiser(cfg.data.noise, vocab_size=self.tokenizer.src_vocab_size, mask_id=UNK_ID)
+        self.validator = Validator(cfg, self.data, self.tokenizer, self.device)
         self.state = TrainState()
         if ckpt:
             self._restore(ckpt)
@@ -138,13 +139,9 @@ class Trainer:
                         scaler=self.scaler)
         s = ckpt["train_state"]
         self.state = TrainState.from_dict(s)
-        saved_world = int(s.get("world", 1))
-        if saved_world != self.dist.world:
-            # Shard i takes batches i, i + world, ...: a rank position p covers the first p * world batches.
-            self.state.batch_in_epoch = self.state.batch_in_epoch * saved_world // self.dist.world
-            self.log(f"the checkpoint was written by {saved_world} process(es), this run has {self.dist.world}: "
-                     f"continuing after global batch {self.state.batch_in_epoch * self.dist.world} of epoch "
-                     f"{self.state.epoch}; the run will not be bit-identical to an uninterrupted one")
+        note = self.state.reshard(int(s.get("world", 1)), self.dist.world)
+        if note:
+            self.log(note)
         rng = ckpt["rng"]
         if self.dist.world > 1 and "per_rank" in rng and self.dist.rank < len(rng["per_rank"]):
             rng = rng["per_rank"][self.dist.rank]
@@ -261,49 +258,12 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         t = self.cfg.train
-        msg = (f"out of memory at step {self.state.step + 1} on a batch of {len(batch)} sentences: source "
-               f"{tuple(batch.src.shape)}, target {tuple(batch.tgt_in.shape)} (sentences x padded tokens). Lower "
-               f"train.max_tokens (now {t.max_tokens}; raise train.accum to keep the tokens per update)")
+        msg = oom_message(batch, self.state.step + 1, t.max_tokens)
         if not t.skip_oom or self.dist.world > 1:
             raise TrainingError(msg + (", or set train.skip_oom=true to skip such batches"
                                        if self.dist.world == 1 else ""))
         self.log(msg + "; batch skipped (train.skip_oom)")
         return Pending("oom")
-
-    # -- validation ------------------------------------------------------------------------------
-    def validate(self, *, bleu: bool = True) -> dict:
-        """Validation loss (per token, nll), KL for variational models, and BLEU/chrF when `bleu`."""
-        t, s = self.cfg.train, self.cfg.search
-        result: dict = {"step": self.state.step}
-        if self.data.valid is None:
-            return result
-        translator = None
-        if bleu and t.valid_bleu and self.data.valid_src:
-            translator = Translator(self.model, self.tokenizer, device=self.device, beam_size=t.valid_beam,
-                                    length_penalty=s.length_penalty, max_len_a=s.max_len_a,
-                                    max_len_b=s.max_len_b, batch_size=s.batch_size,
-                                    max_src_len=self.cfg.model.max_pieces,
-                                    max_len_cap=self.cfg.model.max_output_len)
-        result.update(validate(self.model, self.data.valid, device=self.device, autocast=self.autocast,
-                               max_tokens=max(t.max_tokens, 2048), translator=translator,
-                               sources=self.data.valid_src, references=self.data.valid_ref))
-        if "valid_kl" in result:
-            result["kl_weight"] = kl_weight(self.state.step, kind=t.kl_anneal, steps=t.kl_anneal_steps,
-                                            cycles=t.kl_cycles)
-        return result
-
-    def _improved(self, result: dict) -> Optional[bool]:
-        """Track the best validation (stored higher-is-better: BLEU, or -nll); None when not comparable."""
-        metric = "valid_bleu" if self.cfg.train.early_stop_metric == "bleu" and self.cfg.train.valid_bleu \
-            and self.data.valid_src else "valid_nll"
-        if metric not in result:
-            # A loss-only validation between BLEU validations (train.valid_bleu_every) decides nothing.
-            return None if self.data.valid is not None else True
-        value = result[metric] if metric == "valid_bleu" else -result[metric]
-        if self.state.best is None or value > self.state.best:
-            self.state.best = value
-            return True
-        return False
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> TrainState:
@@ -439,17 +399,16 @@ class Trainer:
         result, improved = {}, False
         if self.dist.main:
             tick = time.perf_counter()
-            n = len([h for h in st.history if "valid_nll" in h]) + 1  # this validation's number
             final = (bool(t.max_steps) and st.step >= t.max_steps) or \
                 (bool(t.max_minutes) and st.train_seconds >= t.max_minutes * 60)
-            result = self.validate(bleu=final or n % t.valid_bleu_every == 0)
+            result = self.validator(self.model, st, autocast=self.autocast, final=final)
             if st.window_tokens:
                 result["train_loss"] = st.window_loss / st.window_tokens  # label-smoothed, per target token
             result.update(epoch=st.epoch, lr=lr, train_seconds=round(st.train_seconds, 2),
                           valid_seconds=round(time.perf_counter() - tick, 2), skipped_steps=st.skipped_steps)
             if st.oom_skipped:
                 result["oom_skipped"] = st.oom_skipped
-            improved = self._improved(result)
+            improved = self.validator.improved(result, st)
             result["best"] = bool(improved)
             if "valid_nll" in result:
                 self.schedule.on_validation(result["valid_nll"])

@@ -32,6 +32,18 @@ class TrainState:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    def reshard(self, saved_world: int, world: int) -> Optional[str]:
+        """Continue a checkpoint written by `saved_world` processes with `world`; returns a note, or None.
+
+        Shard i takes batches i, i + world, ...: a rank position p covers the first p * world batches.
+        """
+        if saved_world == world:
+            return None
+        self.batch_in_epoch = self.batch_in_epoch * saved_world // world
+        return (f"the checkpoint was written by {saved_world} process(es), this run has {world}: continuing "
+                f"after global batch {self.batch_in_epoch * world} of epoch {self.epoch}; the run will not be "
+                f"bit-identical to an uninterrupted one")
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
         state = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
@@ -100,3 +112,10 @@ def diverged(bad_in_row: int, t) -> str:
             f"gradient clipping (train.clip={t.clip}), or corrupt data. Lower train.lr and start "
             f"again, or continue from the last checkpoint (before the divergence) with --resume "
             f"and a lower train.lr")
+
+
+def oom_message(batch, step: int, max_tokens: int) -> str:
+    """What ran out of memory and what to lower."""
+    return (f"out of memory at step {step} on a batch of {len(batch)} sentences: source {tuple(batch.src.shape)}, "
+            f"target {tuple(batch.tgt_in.shape)} (sentences x padded tokens). Lower train.max_tokens (now "
+            f"{max_tokens}; raise train.accum to keep the tokens per update)")
