@@ -506,3 +506,28 @@ def _write_chunk(writer: BinarizedWriter, out: dict, d, seen: Optional[_SeenHash
     else:
         writer.append(src, src_lens[mask], out["tgt_ids"][np.repeat(mask, tgt_lens)], tgt_lens[mask])
     return report, dropped
+
+
+def main(argv=None) -> int:
+    """`python -m seqed.preprocess CONFIG [key=value ...] [--workers N]` (`seqed preprocess` once wired into the CLI)."""
+    import argparse
+
+    from seqed.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m seqed.preprocess", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="the training YAML (data.binarized must be set: a path or auto)")
+    parser.add_argument("overrides", nargs="*", help="key.path=value, the same as for `seqed train`")
+    parser.add_argument("--workers", type=int, default=0, help="encoding processes (default: one per core)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        directory = preprocess(cfg, lambda m: print(f"[seqed] {m}", file=sys.stderr), workers=args.workers)
+    except (ValueError, OSError) as err:  # ConfigError, PreprocessError, BinarizedError, missing files
+        print(f"seqed preprocess: error: {err}", file=sys.stderr)
+        return 2
+    print(directory)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
