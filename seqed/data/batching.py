@@ -240,10 +240,47 @@ class TokenBatchSampler:
         self._pool = (epoch, pool, batches)
         return batches
 
+    def _pool_count(self, epoch: int, pool: int) -> int:
+        """How many batches `_pool_batches` cuts from a pool, from its histogram of sizes (no sort).
+
+        The greedy cut depends only on the sorted sizes, i.e. on the histogram: a batch starting at size a
+        takes k examples while k <= min(max_tokens // a, max_sentences) and k * (size of the k-th) <= max_tokens.
+        Whole batches inside one run of equal sizes are counted at once.
+        """
+        if self.num_pools == 1:
+            return len(self._pool_batches(epoch, pool))
+        sizes = self._sizes(self._members(epoch, pool))[1]
+        hist = np.bincount(sizes)
+        values = np.flatnonzero(hist).tolist()
+        counts = hist[values].tolist()
+        m, cap_s = self.max_tokens, self.max_sentences
+        batches, j, used = 0, 0, 0  # run j, examples of it already in earlier batches
+        while j < len(values):
+            cap = min(m // values[j], cap_s)
+            full = (counts[j] - used) // cap
+            batches += full
+            used += full * cap
+            if used == counts[j]:
+                j, used = j + 1, 0
+                continue
+            batches += 1  # a batch starting inside run j, possibly reaching into the next runs
+            k = 0
+            while j < len(values):
+                take = min(counts[j] - used, min(m // values[j], cap) - k)
+                if take <= 0:
+                    break
+                k += take
+                used += take
+                if used == counts[j]:
+                    j, used = j + 1, 0
+                else:
+                    break
+        return batches
+
     def _pool_starts(self, epoch: int) -> np.ndarray:
         """(pools + 1,) cumulative batch counts: pool p holds global batches starts[p]:starts[p + 1]."""
         if self._counts is None or self._counts[0] != epoch:
-            counts = [len(self._pool_batches(epoch, p)) for p in range(self.num_pools)]
+            counts = [self._pool_count(epoch, p) for p in range(self.num_pools)]
             self._counts = (epoch, np.concatenate([[0], np.cumsum(counts)]))
         return self._counts[1]
 
