@@ -137,3 +137,15 @@ def test_pooled_sampler_covers_each_index_once_and_shards(tmp_path):
     shards = [TokenBatchSampler(src, tgt, max_tokens=200, seed=4, pool_size=128, num_shards=3,
                                 shard_index=i).batches(2) for i in range(3)]
     assert len({len(x) for x in shards}) == 1 and shards[2] == batches[2: 3 * len(shards[0]): 3]
+
+
+def test_pool_batch_count_from_histogram_equals_the_cut():
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        n = int(rng.integers(200, 2000))
+        src, tgt = rng.integers(1, 60, n), rng.integers(1, 60, n)
+        s = TokenBatchSampler(src, tgt, max_tokens=int(rng.integers(60, 400)), seed=trial,
+                              max_sentences=[None, 3, 7][trial % 3], pad_to_multiple=[1, 4][trial % 2],
+                              pool_size=int(rng.integers(50, 500)))
+        assert [s._pool_count(1, p) for p in range(s.num_pools)] == \
+            [len(s._pool_batches(1, p)) for p in range(s.num_pools)]
