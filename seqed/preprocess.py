@@ -34,6 +34,7 @@ from seqed.config import Config, ConfigError, CorpusConfig, expand_path
 from seqed.data.binarized import (BinarizedData, BinarizedError, BinarizedWriter, changed_inputs, file_fingerprint,
                                   id_dtype, read_manifest, remove_binarized)
 from seqed.data.filtering import FilterReport, filter_pairs
+from seqed.runtime import Dist, broadcast_object
 from seqed.tokenizer import Tokenizer
 
 CHUNK = 8192            # pairs per encoding job
@@ -127,7 +128,8 @@ def open_binarized(cfg: Config, log: Callable[[str], None] = print, *, tokenizer
     directory = binarized_dir(cfg)
     if not (directory / "manifest.json").is_file():
         if not build:
-            raise BinarizedError(f"no preprocessed data at {directory}: run `seqed preprocess CONFIG` first")
+            raise BinarizedError(f"no preprocessed data at {directory}: run `seqed preprocess CONFIG` (same "
+                                 f"overrides) first; with several nodes, on a filesystem they share or on each node")
         preprocess(cfg, log, workers=workers, tokenizer=tokenizer)
     reasons = stale_reasons(directory, cfg)
     if reasons:
@@ -392,6 +394,29 @@ def build_tokenizer(cfg: Config, log: Callable[[str], None]) -> Tokenizer:
                            input_sentence_size=size, byte_fallback=t.byte_fallback)
 
 
+def build_for_ranks(cfg: Config, dist_info: Dist, log: Callable[[str], None] = print, *,
+                    tokenizer: Optional[Tokenizer] = None) -> None:
+    """Under torchrun: rank 0 builds the missing binarized directory while the other ranks wait for it.
+
+    The wait is one broadcast, the first collective of the run, bounded by `train.dist_timeout_minutes`;
+    rank 0's error reaches every rank. The other ranks then open the directory and never encode
+    anything themselves (no-op in one process: `open_binarized` builds it there).
+    """
+    if dist_info.world == 1:
+        return
+    failure = None
+    if dist_info.main and not (binarized_dir(cfg) / "manifest.json").is_file():
+        try:
+            preprocess(cfg, log, tokenizer=tokenizer)
+        except (ValueError, OSError) as err:
+            failure = err
+    message = broadcast_object(None if failure is None else str(failure), dist_info)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise PreprocessError(f"rank 0 could not preprocess the training data: {message}")
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole step
 
@@ -506,28 +531,3 @@ def _write_chunk(writer: BinarizedWriter, out: dict, d, seen: Optional[_SeenHash
     else:
         writer.append(src, src_lens[mask], out["tgt_ids"][np.repeat(mask, tgt_lens)], tgt_lens[mask])
     return report, dropped
-
-
-def main(argv=None) -> int:
-    """`python -m seqed.preprocess CONFIG [key=value ...] [--workers N]` (`seqed preprocess` once wired into the CLI)."""
-    import argparse
-
-    from seqed.config import load_config
-
-    parser = argparse.ArgumentParser(prog="python -m seqed.preprocess", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="the training YAML (data.binarized must be set: a path or auto)")
-    parser.add_argument("overrides", nargs="*", help="key.path=value, the same as for `seqed train`")
-    parser.add_argument("--workers", type=int, default=0, help="encoding processes (default: one per core)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        directory = preprocess(cfg, lambda m: print(f"[seqed] {m}", file=sys.stderr), workers=args.workers)
-    except (ValueError, OSError) as err:  # ConfigError, PreprocessError, BinarizedError, missing files
-        print(f"seqed preprocess: error: {err}", file=sys.stderr)
-        return 2
-    print(directory)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

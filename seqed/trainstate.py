@@ -18,7 +18,8 @@ class TrainState:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0     # batches of this epoch already consumed (this rank's shard)
+    batch_in_epoch: int = 0     # batches of this epoch already consumed (this rank's shard, after epoch_start)
+    epoch_start: int = 0        # global batches of this epoch consumed before a resume with another world size
     best: Optional[float] = None
     bad_validations: int = 0
     train_seconds: float = 0.0

@@ -290,9 +290,10 @@ class TokenBatchSampler:
         pool = int(np.searchsorted(starts, g, side="right")) - 1
         return self._pool_batches(epoch, pool)[g - int(starts[pool])]
 
-    def batches(self, epoch: int) -> "EpochBatches":
-        """This shard's batches of `epoch`: a sequence of index lists, built a pool at a time."""
-        return EpochBatches(self, epoch)
+    def batches(self, epoch: int, start: int = 0) -> "EpochBatches":
+        """This shard's batches of `epoch` after its first `start` global batches (consumed by a run with
+        another number of shards): a sequence of index lists, built a pool at a time."""
+        return EpochBatches(self, epoch, start)
 
     def __iter__(self):
         return iter(self.batches(self.epoch))
@@ -302,12 +303,16 @@ class TokenBatchSampler:
 
 
 class EpochBatches(Sequence):
-    """One shard's batches of one epoch (lists of dataset indices); compares equal to the same list."""
+    """One shard's batches of one epoch (lists of dataset indices); compares equal to the same list.
 
-    def __init__(self, sampler: TokenBatchSampler, epoch: int):
-        self.sampler, self.epoch = sampler, epoch
+    Shard i takes global batches start + i, start + i + num_shards, ...: the global order does not depend
+    on the number of shards, so a run resumed with another number of processes continues it exactly.
+    """
+
+    def __init__(self, sampler: TokenBatchSampler, epoch: int, start: int = 0):
+        self.sampler, self.epoch, self.start = sampler, epoch, start
         total = int(sampler._pool_starts(epoch)[-1])
-        self._len = (total - total % sampler.num_shards) // sampler.num_shards
+        self._len = max(total - start, 0) // sampler.num_shards
 
     def __len__(self) -> int:
         return self._len
@@ -320,7 +325,7 @@ class EpochBatches(Sequence):
         if not 0 <= j < self._len:
             raise IndexError(f"batch {j} of an epoch with {self._len}")
         s = self.sampler
-        return s.global_batch(self.epoch, j * s.num_shards + s.shard_index).tolist()
+        return s.global_batch(self.epoch, self.start + j * s.num_shards + s.shard_index).tolist()
 
     def __eq__(self, other) -> bool:
         if isinstance(other, (EpochBatches, list, tuple)):

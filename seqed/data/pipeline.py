@@ -47,17 +47,17 @@ def train_tokenizer(cfg: Config, log, corpus: Optional[tuple[list[str], list[str
                            input_sentence_size=tc.input_sentence_size, byte_fallback=tc.byte_fallback)
 
 
-def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log) -> Prepared:
+def prepare_data(cfg: Config, tokenizer: Optional[Tokenizer], log, *, build: bool = True) -> Prepared:
     """Read the corpora, train (or reuse) the tokenizer, encode and filter.
 
     With `data.binarized` set, the training data is the memory-mapped binarized directory
-    (`seqed.preprocess.open_binarized`: built first when missing) and its tokenizer is the run's.
+    (`seqed.preprocess.open_binarized`: built first when missing and `build`) and its tokenizer is the run's.
     """
     d = cfg.data
     if d.binarized:
         from seqed.preprocess import open_binarized  # lazy: multiprocessing and the writer only when asked
 
-        train = open_binarized(cfg, log, tokenizer=tokenizer)
+        train = open_binarized(cfg, log, tokenizer=tokenizer, build=build)
         tokenizer = tokenizer or train.tokenizer
         r = dict(train.manifest["report"])
         dup = r.pop("duplicates")
