@@ -149,3 +149,24 @@ def test_pool_batch_count_from_histogram_equals_the_cut():
                               pool_size=int(rng.integers(50, 500)))
         assert [s._pool_count(1, p) for p in range(s.num_pools)] == \
             [len(s._pool_batches(1, p)) for p in range(s.num_pools)]
+
+
+def test_shards_resumed_from_a_global_batch_continue_the_order_exactly():
+    """W processes took p batches each; W' processes start at global batch p * W: nothing repeated or lost."""
+    rng = np.random.default_rng(2)
+    src, tgt = rng.integers(2, 30, 700), rng.integers(2, 30, 700)
+
+    def shard(world, i, start=0):
+        return TokenBatchSampler(src, tgt, max_tokens=150, seed=3, pool_size=100, num_shards=world,
+                                 shard_index=i).batches(1, start)
+
+    order = list(shard(1, 0))
+    for before, after, p in ((2, 1, 3), (1, 2, 5), (2, 3, 4), (3, 2, 1)):
+        taken = [b for i in range(before) for b in shard(before, i)[:p]]
+        rest = [shard(after, i, p * before) for i in range(after)]
+        assert len({len(r) for r in rest}) == 1
+        rest = [b for r in rest for b in r]
+        # together: the global order's first p * before + len(rest) batches, each once
+        assert sorted(map(tuple, taken + rest)) == sorted(map(tuple, order[: len(taken) + len(rest)]))
+        assert len(order) - len(taken) - len(rest) < after  # only the epoch's last uneven batches are dropped
+    assert len(shard(2, 0, len(order))) == 0
