@@ -395,7 +395,7 @@ def build_tokenizer(cfg: Config, log: Callable[[str], None]) -> Tokenizer:
 
 
 def build_for_ranks(cfg: Config, dist_info: Dist, log: Callable[[str], None] = print, *,
-                    tokenizer: Optional[Tokenizer] = None) -> None:
+                    tokenizer: Optional[Tokenizer] = None, progress: bool = True) -> None:
     """Under torchrun: rank 0 builds the missing binarized directory while the other ranks wait for it.
 
     The wait is one broadcast, the first collective of the run, bounded by `train.dist_timeout_minutes`;
@@ -407,7 +407,7 @@ def build_for_ranks(cfg: Config, dist_info: Dist, log: Callable[[str], None] = p
     failure = None
     if dist_info.main and not (binarized_dir(cfg) / "manifest.json").is_file():
         try:
-            preprocess(cfg, log, tokenizer=tokenizer)
+            preprocess(cfg, log, tokenizer=tokenizer, progress=progress)
         except (ValueError, OSError) as err:
             failure = err
     message = broadcast_object(None if failure is None else str(failure), dist_info)

@@ -85,7 +85,7 @@ class Trainer:
         seed_everything(t.seed)
         tokenizer = Tokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
         if cfg.data.binarized:  # rank 0 builds it when missing; the tokenizer is the directory's
-            build_for_ranks(cfg, self.dist, self.log, tokenizer=tokenizer)
+            build_for_ranks(cfg, self.dist, self.log, tokenizer=tokenizer, progress=self.progress)
         elif tokenizer is None and self.dist.world > 1:  # rank 0 trains it, every rank gets the same model
             tokenizer = Tokenizer.from_dict(broadcast_object(
                 train_tokenizer(cfg, self.log).to_dict() if self.dist.main else None, self.dist))
