@@ -11,10 +11,11 @@ process:
   peak RSS of the main process and of the largest worker, bytes on disk.
 * train_1proc: `python -m seqed train ... train.max_steps=1` on the binarized directory: process start to
   exit (imports, mapping, sampler, model, one update, one checkpoint) and peak RSS.
+* train_2proc: the same under `torchrun --nproc_per_node 2` (gloo, one thread per process): launch to
+  exit, and each rank's peak RSS.
 * first_batch_{1,2}proc: 1 and 2 concurrent processes that each map the directory, build their shard's
   sampler and collate their first batch (what every DDP rank does before its first update): seconds
-  and peak RSS per process. (Two-process `seqed train` on binarized data needs the Trainer integration
-  of issue 12, which waits for the Trainer split.)
+  and peak RSS per process.
 
     python benchmarks/data_scale.py                       # 1M, 4M, 16M
     python benchmarks/data_scale.py --sizes 100000 --out /tmp/x.json --no-readme   # smoke run
@@ -171,34 +172,54 @@ def measure(n: int, work: Path, base: Path, tokenizer: Path, workers: int, threa
     except BenchError as err:
         train = {"error": str(err)[-800:]}
     shutil.rmtree(run_dir, ignore_errors=True)
+    load = os.getloadavg()[0]
+    try:
+        seconds, ranks = run_wait4(argv[:-1] + ["train.threads=1"], env, nproc=2)
+        train2 = {"seconds_to_exit_after_1_update": seconds, "rss_mb": ranks, "loadavg_1min_at_start": round(load, 2)}
+    except BenchError as err:
+        train2 = {"error": str(err)[-800:]}
+    shutil.rmtree(run_dir, ignore_errors=True)
     fb = {f"first_batch_{w}proc": first_batch(binarized, w, env) for w in (1, 2)}
-    return {"pairs": n, "corpus_seconds": round(gen_s, 1), "preprocess": pre, "train_1proc": train, **fb}
+    return {"pairs": n, "corpus_seconds": round(gen_s, 1), "preprocess": pre, "train_1proc": train,
+            "train_2proc": train2, **fb}
 
 
-# `python -m seqed ...` that writes its peak RSS (VmHWM) at exit. Not ru_maxrss: Linux carries it over fork and
-# exec from the parent, so a child would report at least this script's own RSS.
+# `python -m seqed ...` that writes its peak RSS (VmHWM) at exit (one file per torchrun rank). Not ru_maxrss: Linux
+# carries it over fork and exec from the parent, so a child would report at least this script's own RSS.
 HWM_WRAPPER = ("import atexit, os, runpy, sys\n"
                "def hwm():\n"
                "    status = open('/proc/self/status').read()\n"
-               "    open(os.environ['SEQED_BENCH_HWM'], 'w').write(status.split('VmHWM:')[1].split()[0])\n"
+               "    path = os.environ['SEQED_BENCH_HWM'] + os.environ.get('RANK', '')\n"
+               "    open(path, 'w').write(status.split('VmHWM:')[1].split()[0])\n"
                "atexit.register(hwm)\n"
                "sys.argv = ['seqed'] + sys.argv[1:]\n"
                "runpy.run_module('seqed', run_name='__main__')\n")
 
 
-def run_wait4(argv, env) -> tuple[float, float]:
-    """(seconds, peak RSS MiB) of `python -m seqed ARGS` (argv = [python, "-m", "seqed", ARGS...])."""
-    hwm = Path(env.get("TMPDIR", "/tmp")) / f"seqed_bench_hwm_{os.getpid()}"
+def run_wait4(argv, env, nproc: int = 1):
+    """(seconds, peak RSS MiB) of `python -m seqed ARGS` (argv = [python, "-m", "seqed", ARGS...]); with
+    `nproc` > 1 under `torchrun --standalone`, the RSS is a list, one per rank."""
+    hwm = Path(env.get("TMPDIR", "/tmp")) / f"seqed_bench_hwm_{os.getpid()}_"
     env = dict(env, SEQED_BENCH_HWM=str(hwm))
+    cmd = [sys.executable, "-c", HWM_WRAPPER, *argv[3:]]
+    if nproc > 1:
+        wrapper = hwm.with_name(hwm.name + "wrapper.py")
+        wrapper.write_text(HWM_WRAPPER)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(wrapper), *argv[3:]]
     tick = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", HWM_WRAPPER, *argv[3:]], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, cwd=benchlib.REPO, text=True)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=benchlib.REPO,
+                          text=True)
     seconds = time.perf_counter() - tick
     if proc.returncode:
         raise BenchError(f"{' '.join(argv)[:300]} failed:\n{proc.stderr[-2000:]}")
-    rss = int(hwm.read_text()) / 1024
-    hwm.unlink()
-    return seconds, rss
+    files = [Path(f"{hwm}{r}") for r in range(nproc)] if nproc > 1 else [hwm]
+    rss = [int(f.read_text()) / 1024 for f in files]
+    for f in files:
+        f.unlink()
+    if nproc > 1:
+        wrapper.unlink()
+    return seconds, rss if nproc > 1 else rss[0]
 
 
 def projection(runs: list[dict]) -> dict:
@@ -222,17 +243,21 @@ def projection(runs: list[dict]) -> dict:
 def table(payload: dict) -> str:
     rows = []
     for r in payload["runs"]:
-        p, t = r["preprocess"], r["train_1proc"]
+        p, t, t2 = r["preprocess"], r["train_1proc"], r.get("train_2proc", {})
         fb1, fb2 = r["first_batch_1proc"][0], r["first_batch_2proc"]
         rows.append([f"{r['pairs']:,}", p["pairs_per_s"], round(p["seconds"], 1), round(p["main_rss_mb"]),
                      round(p["worker_rss_mb"]), round(p["disk_bytes"] / 2 ** 20),
                      round(t["seconds_to_exit_after_1_update"], 1) if "seconds_to_exit_after_1_update" in t else "failed",
                      round(t["rss_mb"]) if "rss_mb" in t else "",
+                     round(t2["seconds_to_exit_after_1_update"], 1) if "seconds_to_exit_after_1_update" in t2
+                     else ("failed" if t2 else "not run"),
+                     " / ".join(f"{x:.0f}" for x in t2.get("rss_mb", [])),
                      round(fb1["after_import_s"], 2), round(fb1["rss_mb"]),
                      " / ".join(f"{x['after_import_s']:.2f}" for x in fb2), " / ".join(f"{x['rss_mb']:.0f}" for x in fb2),
                      p["loadavg_1min_at_start"]])
     head = ["pairs", "preprocess pairs/s", "preprocess s", "preprocess RSS main MiB", "worker RSS MiB",
-            "disk MiB", "train: start→exit after 1 update s", "train RSS MiB", "first batch 1 proc s (after imports)",
+            "disk MiB", "train: start→exit after 1 update s", "train RSS MiB",
+            "train 2 procs (torchrun): start→exit s", "train 2 procs RSS MiB", "first batch 1 proc s (after imports)",
             "1 proc RSS MiB", "first batch 2 procs s", "2 procs RSS MiB", "load avg"]
     pr = payload["projection"]
     note = (f"\n\nWMT14 en-fr projection ({pr['assumed_pairs']:,} pairs, {pr['assumed_pieces_per_side']:.0f} pieces per "
@@ -287,7 +312,8 @@ def main(argv=None) -> int:
                              "average); rates are lower bounds",
                              "train_1proc is `seqed train` (one process) with train.max_steps=1: wall time from "
                              "process start to exit, so it includes imports, one update and one checkpoint",
-                             "2-process training on binarized data needs the Trainer integration (issue 12): "
+                             "train_2proc: the same under torchrun with 2 gloo processes of 1 thread (launcher "
+                             "start-up included); rss_mb per rank",
                              "first_batch_2proc measures what each rank does before its first update"]}
         return benchlib.publish("data_scale.py", SECTION, args.out, payload, table(payload),
                                 readme=not args.no_readme)

@@ -354,9 +354,11 @@ def test_data_scale_table_and_projection():
                 "first_batch_1proc": [fb], "first_batch_2proc": [fb, fb]}
 
     payload = {"runs": [run(1000, 30000.0), run(4000, 32000.0)], "environment": {}}
+    payload["runs"][1]["train_2proc"] = {"seconds_to_exit_after_1_update": 12.34, "rss_mb": [700.0, 650.0]}
     payload["projection"] = p = data_scale.projection(payload["runs"])
     assert p["measured_pieces_per_side"] == 10.0  # from the largest run
     assert p["ids_gb"] == round(36e6 * 2 * 32 * 2 / 1e9, 2)
     assert math.isclose(p["preprocess_hours_at_measured_rate"], round(36e6 / (32000 * 10 / 32) / 3600, 2))
     text = data_scale.table(payload)
     assert text.count("\n| 1,000 |") == 1 and "0.50 / 0.50" in text and "WMT14" in text
+    assert "| 12.30 | 700 / 650 |" in text and "| not run |" in text  # a row from before train_2proc existed
