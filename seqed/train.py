@@ -125,10 +125,10 @@ class Trainer:
         self.state = TrainState()
         if ckpt:
             self._restore(ckpt)
-        elif t.init_from:
+            self.runlog.truncate(self.state.step)  # drop the lines of steps the resumed run will redo
+        elif t.init_from:  # fine-tuning: the weights only
             init_weights(t.init_from, model=self.model, tokenizer=self.tokenizer)
             self.log(f"weights from {t.init_from}; fresh optimizer, schedule and step")
-            self.runlog.truncate(self.state.step)  # drop the lines of steps the resumed run will redo
         if t.skip_oom and self.dist.world > 1:
             self.log("train.skip_oom has no effect with several processes: an out-of-memory batch stops training")
         self.net: nn.Module = self.model
