@@ -130,3 +130,16 @@ def test_binarized_data_under_ddp_then_resumed_by_one_process(task, tmp_path):
     compared = [k for k in a["model"] if not k.endswith("k_proj.bias")]
     for k in compared:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_rank_0_preprocessing_error_reaches_every_rank(task, tmp_path):
+    """A corpus that cannot be preprocessed: rank 0's error, and no rank left waiting for the timeout."""
+    (tmp_path / "train.tgt").write_text("".join((task / "train.tgt").read_text().splitlines(True)[:-1]))
+    cfg = write_config(tmp_path / "cfg.yaml", task, tmp_path / "run")
+    cfg.write_text(cfg.read_text().replace(f"tgt: {task}/train.tgt", f"tgt: {tmp_path}/train.tgt"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seqed",
+           "train", str(cfg), f"data.binarized={tmp_path / 'bin'}", "train.dist_timeout_minutes=5", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode != 0
+    assert "seqed: error: rank 0 could not preprocess the training data:" in proc.stderr  # rank 1
+    assert proc.stderr.count("train.tgt") >= 2 and not (tmp_path / "bin").exists()
