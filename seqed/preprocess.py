@@ -15,7 +15,6 @@ file changed; `preprocess` then rebuilds it, `open_binarized` refuses it with a 
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import multiprocessing as mp
