@@ -18,6 +18,10 @@
 #   DEVICE      decoding device: auto | cpu | cuda (default auto)
 #   LENGTH_PENALTIES  GNMT alphas tried with the beam on the validation set; the best BLEU decodes the
 #               tests (default "0.6 1.0 1.5 2.0"; one value skips the choice)
+#   NPROC       training processes on this machine (default 1): above 1, training runs under
+#               `torchrun --standalone --nproc_per_node $NPROC` (one per GPU; docs/distributed.md)
+# A YAML that sets data.binarized is preprocessed first (`seqed preprocess`, once: an up-to-date
+# directory is kept), so the training processes only map the token ids.
 # A run directory that already holds a finished training is not trained again (delete RUN/train.done
 # to retrain); an interrupted one resumes.
 
@@ -49,12 +53,21 @@ recipe_main() {
 
   echo "== [2/5] training $yaml into $run"
   mkdir -p "$run"
+  local train=(seqed train)
+  if [ "${NPROC:-1}" -gt 1 ]; then
+    train=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m seqed train)
+  fi
   if [ -f "$run/train.done" ]; then
     echo "   $run/train.done exists: not training again (delete it, or choose another RUN=...)"
-  elif [ -f "$run/checkpoint_last.pt" ]; then
-    SEQED_DATA=$prepared seqed train "$yaml" out_dir="$run" "$@" --resume
   else
-    SEQED_DATA=$prepared seqed train "$yaml" out_dir="$run" "$@"
+    if grep -Eq '^ +binarized: *[^ "#]' "$yaml"; then
+      SEQED_DATA=$prepared seqed preprocess "$yaml" out_dir="$run" "$@"
+    fi
+    if [ -f "$run/checkpoint_last.pt" ]; then
+      SEQED_DATA=$prepared "${train[@]}" "$yaml" out_dir="$run" "$@" --resume
+    else
+      SEQED_DATA=$prepared "${train[@]}" "$yaml" out_dir="$run" "$@"
+    fi
   fi
   touch "$run/train.done"
 

@@ -53,11 +53,12 @@ class CorpusConfig:
     src_field: Optional[str] = None
     tgt_field: Optional[str] = None
     limit: Optional[int] = None
+    weight: float = 1.0         # share of an epoch when data.train lists several corpora (seqed.data.binarized)
 
 
 @dataclass
 class DataConfig:
-    train: CorpusConfig = field(default_factory=CorpusConfig)
+    train: CorpusConfig | list[CorpusConfig] = field(default_factory=CorpusConfig)  # one corpus or a list
     valid: Optional[CorpusConfig] = None
     src_lang: str = "en"
     tgt_lang: str = "fr"
@@ -68,6 +69,13 @@ class DataConfig:
     monolingual: bool = False   # autoencoder: the target is the source sentence itself
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # source-side corruption (denoising autoencoders)
     valid_max_sentences: int = 0  # 0 = the whole validation set for BLEU
+    binarized: str = ""         # "" = encode in memory; PATH or "auto": memory-mapped ids (seqed preprocess)
+    dedup: bool = False         # drop exact duplicate training pairs (first occurrence kept)
+
+    @property
+    def corpora(self) -> list[CorpusConfig]:
+        """The training corpora as a list (`train` may be one corpus)."""
+        return list(self.train) if isinstance(self.train, list) else [self.train]
 
 
 @dataclass
@@ -76,6 +84,9 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True          # one model for both languages (needed for shared embeddings)
     character_coverage: float = 1.0
+    model: Optional[str] = None  # reuse this SentencePiece model (a .model file or a tokenizer/ directory)
+    input_sentence_size: int = 2_000_000  # train on a shuffled sample of at most this many sentences
+    byte_fallback: bool = False  # unseen characters become byte pieces instead of UNK
 
 
 @dataclass
@@ -177,6 +188,8 @@ class TrainConfig:
     kl_cycles: int = 4
     word_dropout: float = 0.0   # replace decoder input tokens by UNK with this probability (Bowman et al. 2016)
     loss_on: str = "all"        # all | masked (masked autoencoder: loss only where the source was masked)
+    dist_timeout_minutes: float = 30.0  # collective timeout of init_process_group (NCCL's default is 10)
+    init_from: Optional[str] = None  # fine-tune: a checkpoint's weights, fresh optimizer, schedule and step
 
 
 @dataclass
@@ -216,9 +229,18 @@ class Config:
         _check_choice("train.schedule", self.train.schedule, SCHEDULES)
         _check_choice("train.precision", self.train.precision, PRECISIONS)
         _check_choice("train.early_stop_metric", self.train.early_stop_metric, ("bleu", "loss"))
-        for name, corpus in (("data.train", self.data.train), ("data.valid", self.data.valid)):
+        corpora = self.data.corpora
+        if not corpora:
+            raise ConfigError("data.train is an empty list: give at least one corpus")
+        named = [(f"data.train[{i}]" if isinstance(self.data.train, list) else "data.train", c)
+                 for i, c in enumerate(corpora)] + [("data.valid", self.data.valid)]
+        for name, corpus in named:
             if corpus is not None:
                 _check_choice(f"{name}.format", corpus.format, ("text", "tsv", "hf"))
+                if corpus.weight < 0:
+                    raise ConfigError(f"{name}.weight must be >= 0, got {corpus.weight}")
+        if sum(c.weight for c in corpora) <= 0:
+            raise ConfigError("data.train: every corpus has weight 0; give one a positive weight")
         positive = {
             "tokenizer.vocab_size": self.tokenizer.vocab_size,
             "model.encoder.layers": self.model.encoder.layers,
@@ -236,6 +258,8 @@ class Config:
             "search.batch_size": self.search.batch_size,
             "data.max_len": self.data.max_len,
             "train.max_bad_steps": self.train.max_bad_steps,
+            "tokenizer.input_sentence_size": self.tokenizer.input_sentence_size,
+            "train.dist_timeout_minutes": self.train.dist_timeout_minutes,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -399,6 +423,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"{where} may not be null")
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `X | list[X]`: a list value takes the list
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        lists = [a for a in args if typing.get_origin(a) is list]
+        others = [a for a in args if typing.get_origin(a) is not list]
+        if lists and others:
+            tp = lists[0] if isinstance(value, (list, tuple)) else others[0]
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

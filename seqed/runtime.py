@@ -50,16 +50,24 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device_kind: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+def init_distributed(device_kind: str, timeout_minutes: float = 30.0) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1).
+
+    Args:
+        device_kind: "cuda" (NCCL) or "cpu" (gloo).
+        timeout_minutes: how long a collective may wait for the slowest rank (`train.dist_timeout_minutes`;
+            NCCL's own default is 10 minutes).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     backend = "nccl" if device_kind == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     return Dist(rank=dist.get_rank(), world=dist.get_world_size(),
                 local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -33,14 +33,14 @@ def _check_texts(texts: Sequence[str], name: str) -> list[str]:
 
 
 def _train_model(texts: list[str], *, vocab_size: int, model_type: str, character_coverage: float,
-                 seed: int) -> bytes:
+                 seed: int, input_sentence_size: int = MAX_TRAINING_SENTENCES, byte_fallback: bool = False) -> bytes:
     """Train one SentencePiece model in memory and return its serialized proto."""
     writer = io.BytesIO()
     spm.SetRandomGeneratorSeed(seed)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=writer, vocab_size=vocab_size, model_type=model_type,
         character_coverage=character_coverage, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-        input_sentence_size=MAX_TRAINING_SENTENCES, shuffle_input_sentence=True,
+        input_sentence_size=input_sentence_size, shuffle_input_sentence=True, byte_fallback=byte_fallback,
         hard_vocab_limit=False,  # tiny corpora get a smaller vocabulary instead of an error
         num_threads=max(1, min(16, os.cpu_count() or 1)), minloglevel=2)
     return writer.getvalue()
@@ -90,7 +90,8 @@ class Tokenizer:
     @classmethod
     def train(cls, src_texts: Sequence[str], tgt_texts: Optional[Sequence[str]], *, vocab_size: int = 8000,
               model_type: str = "unigram", joint: bool = True, character_coverage: float = 1.0,
-              seed: int = 1) -> "Tokenizer":
+              seed: int = 1, input_sentence_size: int = MAX_TRAINING_SENTENCES,
+              byte_fallback: bool = False) -> "Tokenizer":
         """Train on raw sentences.
 
         Args:
@@ -102,6 +103,8 @@ class Tokenizer:
             joint: one model trained on both sides (needed to share embeddings), else one per side.
             character_coverage: share of characters the model must cover (1.0 for Latin scripts).
             seed: seed of SentencePiece's sampling.
+            input_sentence_size: SentencePiece trains on a shuffled sample of at most this many sentences.
+            byte_fallback: characters outside the vocabulary become UTF-8 byte pieces instead of UNK.
         """
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
             raise ValueError(f"tokenizer vocab_size must be a positive integer, got {vocab_size!r}")
@@ -113,7 +116,8 @@ class Tokenizer:
         if not 0.0 < character_coverage <= 1.0:
             raise ValueError(f"tokenizer character_coverage must be in (0, 1], got {character_coverage!r}")
         src = _check_texts(src_texts, "src_texts")
-        opts = dict(vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage, seed=seed)
+        opts = dict(vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage, seed=seed,
+                    input_sentence_size=input_sentence_size, byte_fallback=byte_fallback)
         if tgt_texts is None:
             return cls(_train_model(src, **opts))
         tgt = _check_texts(tgt_texts, "tgt_texts")
@@ -198,6 +202,19 @@ class Tokenizer:
         if meta.get("joint"):
             return cls(read("joint"))
         return cls(read("src"), read("tgt"))
+
+    @classmethod
+    def from_path(cls, path) -> "Tokenizer":
+        """A directory written by `save`, or one SentencePiece `.model` file (joint; seqed's special ids)."""
+        path = Path(os.path.expandvars(os.path.expanduser(str(path))))
+        if path.is_dir():
+            return cls.load(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer.model: no file or directory {path}")
+        try:
+            return cls(path.read_bytes())
+        except RuntimeError as err:
+            raise ValueError(f"tokenizer.model: {path} is not a SentencePiece model ({err})") from None
 
     def __repr__(self) -> str:
         kind = "joint" if self.joint else "separate"

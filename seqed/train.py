@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from seqed.bottleneck import kl_weight
-from seqed.checkpoint import Checkpoint, remove_stale_temps, restore_weights, resume_checkpoint, save_step
+from seqed.checkpoint import (Checkpoint, init_weights, remove_stale_temps, restore_weights, resume_checkpoint,
+                              save_step)
 from seqed.config import Config, to_dict
 from seqed.data.batching import TokenBatchSampler
 from seqed.data.pipeline import prepare_data, train_tokenizer
@@ -34,6 +35,7 @@ from seqed.losses import label_smoothed_nll, masked_target
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.noise import Noiser, word_dropout
 from seqed.optim import Schedule, build_optimizer, grad_norm_clip, skip_on_device
+from seqed.preprocess import build_for_ranks
 from seqed.runlog import RunLog
 from seqed.runtime import (Dist, StopSignals, TrainingError, all_reduce_sum, broadcast_object, cpu_lacks_native,
                            device_kind, gather_rng, init_distributed, resolve_device, seed_everything, set_rng_state, versions)
@@ -75,17 +77,19 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg, t = self.cfg, self.cfg.train
-        self.dist = init_distributed(device_kind(t.device))
+        self.dist = init_distributed(device_kind(t.device), t.dist_timeout_minutes)
         self.device = resolve_device(t.device, self.dist.local_rank)
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         ckpt = resume_checkpoint(self.out, to_dict(cfg), resume=self.resume)
         seed_everything(t.seed)
         tokenizer = Tokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
-        if tokenizer is None and self.dist.world > 1:  # rank 0 trains it, every rank gets the same model
+        if cfg.data.binarized:  # rank 0 builds it when missing; the tokenizer is the directory's
+            build_for_ranks(cfg, self.dist, self.log, tokenizer=tokenizer, progress=self.progress)
+        elif tokenizer is None and self.dist.world > 1:  # rank 0 trains it, every rank gets the same model
             tokenizer = Tokenizer.from_dict(broadcast_object(
                 train_tokenizer(cfg, self.log).to_dict() if self.dist.main else None, self.dist))
-        self.data = prepare_data(cfg, tokenizer, self.log)
+        self.data = prepare_data(cfg, tokenizer, self.log, build=self.dist.world == 1)
         self.tokenizer = self.data.tokenizer
         self.log(self.data.report)
         if self.dist.main:  # only now: a data error leaves no run directory behind
@@ -123,6 +127,9 @@ class Trainer:
         if ckpt:
             self._restore(ckpt)
             self.runlog.truncate(self.state.step)  # drop the lines of steps the resumed run will redo
+        elif t.init_from:  # fine-tuning: the weights only
+            init_weights(t.init_from, model=self.model, tokenizer=self.tokenizer)
+            self.log(f"weights from {t.init_from}; fresh optimizer, schedule and step")
         if t.skip_oom and self.dist.world > 1:
             self.log("train.skip_oom has no effect with several processes: an out-of-memory batch stops training")
         self.net: nn.Module = self.model
@@ -304,8 +311,8 @@ class Trainer:
             if t.max_epochs and st.epoch >= t.max_epochs:
                 stop_reason = f"reached train.max_epochs={t.max_epochs}"
                 break
-            batches = self.sampler.batches(st.epoch)
-            if len(batches) < t.accum:
+            batches = self.sampler.batches(st.epoch, st.epoch_start)
+            if len(batches) < t.accum and not st.epoch_start:
                 raise TrainingError(f"an epoch has {len(batches)} batches, fewer than train.accum={t.accum} "
                                     f"(x {self.dist.world} processes): use more data or smaller train.max_tokens")
             while st.batch_in_epoch + t.accum <= len(batches):
@@ -342,7 +349,7 @@ class Trainer:
                     break
             else:
                 st.epoch += 1
-                st.batch_in_epoch = 0
+                st.batch_in_epoch = st.epoch_start = 0
         bar.close()
         if stop_reason == "interrupted":
             self.log(f"stopped by {self.signals.name} at step {st.step}; saved {self.out / 'checkpoint_last.pt'}. "

@@ -18,7 +18,8 @@ class TrainState:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0     # batches of this epoch already consumed (this rank's shard)
+    batch_in_epoch: int = 0     # batches of this epoch already consumed (this rank's shard, after epoch_start)
+    epoch_start: int = 0        # global batches of this epoch consumed before a resume with another world size
     best: Optional[float] = None
     bad_validations: int = 0
     train_seconds: float = 0.0
@@ -35,13 +36,15 @@ class TrainState:
     def reshard(self, saved_world: int, world: int) -> Optional[str]:
         """Continue a checkpoint written by `saved_world` processes with `world`; returns a note, or None.
 
-        Shard i takes batches i, i + world, ...: a rank position p covers the first p * world batches.
+        Every rank of the saved run took `batch_in_epoch` of the global batches after `epoch_start`, so
+        the new run starts its shards at global batch `epoch_start + batch_in_epoch * saved_world`.
         """
         if saved_world == world:
             return None
-        self.batch_in_epoch = self.batch_in_epoch * saved_world // world
+        self.epoch_start += self.batch_in_epoch * saved_world
+        self.batch_in_epoch = 0
         return (f"the checkpoint was written by {saved_world} process(es), this run has {world}: continuing "
-                f"after global batch {self.batch_in_epoch * world} of epoch {self.epoch}; the run will not be "
+                f"after global batch {self.epoch_start} of epoch {self.epoch}; the run will not be "
                 f"bit-identical to an uninterrupted one")
 
     @classmethod

@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCH))
 
 import benchlib  # noqa: E402
 import compare_opennmt  # noqa: E402
+import data_scale  # noqa: E402
 import decode_throughput  # noqa: E402
 import micro_cpu  # noqa: E402
 import train_throughput  # noqa: E402
@@ -79,7 +80,7 @@ def test_data_dir_honours_seqed_data(tmp_path, monkeypatch):
 
 def test_readme_has_a_section_per_script():
     text = (BENCH / "README.md").read_text(encoding="utf-8")
-    for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu", "gpu"):
+    for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu", "gpu", "data_scale"):
         assert f"<!-- BEGIN {section} -->" in text and f"<!-- END {section} -->" in text
 
 
@@ -341,3 +342,23 @@ def test_gpu_benchmark_refuses_to_report_cpu_numbers(capsys):
 
     assert gpu.main(["--device", "cpu"]) == 2
     assert "--smoke" in capsys.readouterr().err
+
+
+def test_data_scale_table_and_projection():
+    def run(n, rate):
+        fb = {"seconds": 3.0, "after_import_s": 0.5, "rss_mb": 250.0}
+        return {"pairs": n, "preprocess": {"pairs": n, "kept": n, "ids": 20 * n, "pairs_per_s": rate,
+                                           "seconds": n / rate, "main_rss_mb": 300.0, "worker_rss_mb": 200.0,
+                                           "disk_bytes": 60 * n, "loadavg_1min_at_start": 1.0},
+                "train_1proc": {"seconds_to_exit_after_1_update": 9.0, "rss_mb": 900.0},
+                "first_batch_1proc": [fb], "first_batch_2proc": [fb, fb]}
+
+    payload = {"runs": [run(1000, 30000.0), run(4000, 32000.0)], "environment": {}}
+    payload["runs"][1]["train_2proc"] = {"seconds_to_exit_after_1_update": 12.34, "rss_mb": [700.0, 650.0]}
+    payload["projection"] = p = data_scale.projection(payload["runs"])
+    assert p["measured_pieces_per_side"] == 10.0  # from the largest run
+    assert p["ids_gb"] == round(36e6 * 2 * 32 * 2 / 1e9, 2)
+    assert math.isclose(p["preprocess_hours_at_measured_rate"], round(36e6 / (32000 * 10 / 32) / 3600, 2))
+    text = data_scale.table(payload)
+    assert text.count("\n| 1,000 |") == 1 and "0.50 / 0.50" in text and "WMT14" in text
+    assert "| 12.30 | 700 / 650 |" in text and "| not run |" in text  # a row from before train_2proc existed

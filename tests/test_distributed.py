@@ -102,3 +102,44 @@ def test_resume_under_ddp_is_exact(task, ddp_run, tmp_path):
     assert_same_tensors(a["model"], b["model"], "model.")
     assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer.")
     assert [h["valid_nll"] for h in history(run) if h["step"] % 10 == 0] == [h["valid_nll"] for h in history(reference)]
+
+
+def test_binarized_data_under_ddp_then_resumed_by_one_process(task, tmp_path):
+    """Rank 0 preprocesses the missing data.binarized while rank 1 waits; 2 processes with accum 1 for 3
+    updates, then 1 process with accum 2 (--resume) to 6: the batches, hence the weights, of one process with
+    accum 2 throughout (up to float rounding, see the module docstring)."""
+    short = "max_steps: 6, valid_every: 3, max_tokens: 128"
+    over = [*NO_DROPOUT, f"data.binarized={tmp_path / 'bin'}"]
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    cfg = write_config(tmp_path / "cfg.yaml", task, run, train=short)
+    proc = torchrun("train", cfg, *over, "train.max_steps=3", "--no-progress")
+    assert proc.stderr.count("[seqed] preprocessed ") == 1  # rank 0 only; rank 1 mapped its output
+    saved = load_state(run / "checkpoint_last.pt")["train_state"]
+    assert (saved["world"], saved["step"], saved["batch_in_epoch"]) == (2, 3, 3)
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", str(cfg), *over, "train.accum=2", "--no-progress", "--resume"]) == 0
+        cfg_ref = write_config(tmp_path / "ref.yaml", task, ref, train=short + ", accum: 2")
+        assert main(["train", str(cfg_ref), *over, "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_state(run / "checkpoint_last.pt"), load_state(ref / "checkpoint_last.pt")
+    assert (a["train_state"]["epoch_start"], a["train_state"]["batch_in_epoch"]) == (6, 6)
+    assert b["train_state"]["batch_in_epoch"] == 12 and a["train_state"]["step"] == 6
+    compared = [k for k in a["model"] if not k.endswith("k_proj.bias")]
+    for k in compared:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_rank_0_preprocessing_error_reaches_every_rank(task, tmp_path):
+    """A corpus that cannot be preprocessed: rank 0's error, and no rank left waiting for the timeout."""
+    (tmp_path / "train.tgt").write_text("".join((task / "train.tgt").read_text().splitlines(True)[:-1]))
+    cfg = write_config(tmp_path / "cfg.yaml", task, tmp_path / "run")
+    cfg.write_text(cfg.read_text().replace(f"tgt: {task}/train.tgt", f"tgt: {tmp_path}/train.tgt"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seqed",
+           "train", str(cfg), f"data.binarized={tmp_path / 'bin'}", "train.dist_timeout_minutes=5", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env())
+    assert proc.returncode != 0
+    assert "seqed: error: rank 0 could not preprocess the training data:" in proc.stderr  # rank 1
+    assert proc.stderr.count("train.tgt") >= 2 and not (tmp_path / "bin").exists()

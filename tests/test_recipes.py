@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from seqed.config import load_config
 from tiny_runs import child_env, write_task
@@ -136,3 +137,23 @@ def test_autoencoder_recipe_runs_end_to_end(tmp_path):
     assert "(greedy decoding); completion accuracy" in rows[1] and "(fill decoding); completion accuracy" in rows[2]
     fill = result["evaluations"]["mask15_fill"]
     assert fill["decoding"] == "fill" and fill["masked_tokens"] == masked["masked_tokens"]
+
+
+def test_wmt14_recipe_preprocesses_once_then_trains_with_two_processes(tmp_path):
+    """run.sh with NPROC=2 on a tiny stand-in for a prepared WMT14 directory: `seqed preprocess` writes
+    data.binarized, torchrun trains 2 gloo processes on it (neither encodes the corpus), then the usual
+    selection, decoding and results.json."""
+    raw = fake_multi30k(tmp_path / "raw", {"train": 300, "valid": 20, "test": 15})
+    (raw / "multi30k").rename(raw / "wmt14")
+    (raw / "wmt14" / "prepare.json").write_text("{}")
+    run = tmp_path / "run"
+    env = recipe_env(SEQED_DATA=str(raw), RUN=str(run), AVG_LAST="1", BEAM="2", LENGTH_PENALTIES="1.0", NPROC="2")
+    proc = run_recipe("wmt14_en_fr/run.sh", ["transformer_base", *TINY_TRANSFORMER, *TINY_TRAIN,
+                                             "train.device=cpu", "train.precision=fp32", "train.max_steps=10"], env)
+    binarized = raw / "wmt14" / "binarized_bpe32k"
+    assert (binarized / "manifest.json").is_file() and str(binarized) in proc.stdout
+    assert proc.stderr.count("[seqed] preprocessed ") == 1  # by `seqed preprocess`, not again by training
+    result = json.loads((run / "results.json").read_text())
+    assert result["training"]["steps"] == 10 and set(result["tests"]) == {"test"}
+    state = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)["train_state"]
+    assert state["world"] == 2

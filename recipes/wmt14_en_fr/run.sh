@@ -10,6 +10,9 @@
 #   LIMIT=4000000 bash recipes/wmt14_en_fr/run.sh transformer_base    # fewer training pairs (less RAM)
 #   SEQED_DATA=/data bash recipes/wmt14_en_fr/run.sh                  # /data/wmt14 prepared earlier with
 #                                                                     # `seqed prepare wmt14 --out /data/wmt14`
+#   NPROC=8 bash recipes/wmt14_en_fr/run.sh transformer_base train.max_tokens=16384 train.accum=1   # 8 GPUs
+# The training data is tokenized once by `seqed preprocess` into $PREPARED/wmt14/binarized_* (data.binarized)
+# before training; several nodes: README.md here.
 # LIMIT: training pairs taken from the shuffled stream (default 10M; 1M for transformer_cpu). Each LIMIT
 # gets its own prepared directory, runs/data/wmt14_<LIMIT>/wmt14. Other variables (PREPARED, RUN, BEAM,
 # AVG_LAST, DEVICE): see recipes/common.sh.

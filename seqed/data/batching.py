@@ -7,9 +7,11 @@ https://arxiv.org/abs/1904.01038): batches of similar lengths waste little compu
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -119,6 +121,9 @@ def length_sorted(lengths: Sequence[int], batch_size: int, *, longest_first: boo
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+POOL_SIZE = 1 << 20  # examples sorted together; bounds the sampler's memory whatever the corpus size
+
+
 class TokenBatchSampler:
     """Length-bucketed batches of at most max_tokens padded tokens (B * max(S, T) <= max_tokens), seeded shuffle.
 
@@ -127,14 +132,22 @@ class TokenBatchSampler:
     With `num_shards` > 1 (data parallel), every shard gets the same number of batches: the last
     `len % num_shards` batches of the shuffled order are dropped for that epoch, and shard i takes
     batches[i::num_shards].
+
+    Corpora of more than `pool_size` examples are handled a pool at a time, so memory does not grow
+    with the corpus (the lengths themselves may be memory-mapped arrays): each epoch the examples are
+    dealt into pools of `pool_size` by a seeded affine permutation `k -> (a * k + b) mod N` (every pool
+    is an evenly spread sample of the whole corpus, so several concatenated corpora mix), each pool is
+    sorted, cut and shuffled as above with its own seed, and the epoch is pool 0's batches, then pool 1's,
+    and so on. A pool's batches are built when first needed. Without shuffle, pools are consecutive
+    ranges, each in length order.
     """
 
     def __init__(self, src_lens, tgt_lens, *, max_tokens: int, max_sentences: Optional[int] = None,
                  shuffle: bool = True, seed: int = 1, num_shards: int = 1, shard_index: int = 0,
-                 pad_to_multiple: int = 1):
+                 pad_to_multiple: int = 1, pool_size: int = POOL_SIZE):
         """
         Args:
-            src_lens: (N,) source lengths as batched (EOS included).
+            src_lens: (N,) source lengths as batched (EOS included); any integer array, memmaps included.
             tgt_lens: (N,) target lengths as batched (BOS/EOS included: the length of tgt_in).
             max_tokens: budget of padded tokens per batch, B * max(S, T).
             max_sentences: at most this many examples per batch (None: no cap).
@@ -142,9 +155,10 @@ class TokenBatchSampler:
             seed: seed of the shuffle, combined with the epoch.
             num_shards, shard_index: this process's share of each epoch's batches.
             pad_to_multiple: the rounding `collate` applies to S and T, counted in the budget.
+            pool_size: examples sorted together (see the class docstring).
         """
-        src = np.asarray(src_lens, dtype=np.int64).reshape(-1)
-        tgt = np.asarray(tgt_lens, dtype=np.int64).reshape(-1)
+        src = np.asarray(src_lens).reshape(-1)  # no copy: a memmap stays on disk
+        tgt = np.asarray(tgt_lens).reshape(-1)
         if src.shape != tgt.shape:
             raise ValueError(f"TokenBatchSampler: {src.size} source lengths but {tgt.size} target lengths")
         if src.size == 0:
@@ -156,36 +170,69 @@ class TokenBatchSampler:
         if num_shards < 1 or not 0 <= shard_index < num_shards:
             raise ValueError(f"TokenBatchSampler: need 0 <= shard_index < num_shards, got shard_index={shard_index}, "
                              f"num_shards={num_shards}")
-        if pad_to_multiple < 1:
-            raise ValueError(f"TokenBatchSampler: pad_to_multiple must be >= 1, got {pad_to_multiple}")
-        m = pad_to_multiple
-        self.src_lens = (src + m - 1) // m * m  # (N,) padded widths
-        self.tgt_lens = (tgt + m - 1) // m * m  # (N,)
-        self.sizes = np.maximum(self.src_lens, self.tgt_lens)  # (N,) tokens one example costs per row
-        longest = int(self.sizes.argmax())
-        if self.sizes[longest] > max_tokens:
-            raise ValueError(f"TokenBatchSampler: example {longest} is {int(self.sizes[longest])} tokens long "
-                             f"(padded), more than max_tokens={max_tokens}: filter long pairs first "
-                             f"(data.max_len) or raise max_tokens")
+        if pad_to_multiple < 1 or pool_size < 1:
+            raise ValueError(f"TokenBatchSampler: pad_to_multiple and pool_size must be >= 1, got "
+                             f"{pad_to_multiple} and {pool_size}")
+        if src.size >= 2 ** 32:
+            raise ValueError(f"TokenBatchSampler: {src.size} examples; at most 2**32 - 1 are supported")
+        self._src, self._tgt = src, tgt
+        self.multiple = pad_to_multiple
         self.max_tokens = max_tokens
         self.max_sentences = max_sentences or len(src)
+        self.n = int(src.size)
+        self.pool_size = pool_size
+        self.num_pools = -(-self.n // pool_size)
+        for start in range(0, self.n, pool_size):  # chunked: no (N,) temporary
+            sizes = self._sizes(np.arange(start, min(start + pool_size, self.n)))[1]
+            longest = int(sizes.argmax())
+            if sizes[longest] > max_tokens:
+                raise ValueError(f"TokenBatchSampler: example {start + longest} is {int(sizes[longest])} tokens "
+                                 f"long (padded), more than max_tokens={max_tokens}: filter long pairs first "
+                                 f"(data.max_len) or raise max_tokens")
         self.shuffle = shuffle
         self.seed = seed
         self.num_shards = num_shards
         self.shard_index = shard_index
         self.epoch = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._counts: Optional[tuple[int, np.ndarray]] = None
+        self._pool: Optional[tuple[int, int, list[np.ndarray]]] = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self, epoch: int) -> list[np.ndarray]:
-        """Every batch of the epoch (all shards), in the shuffled order."""
-        rng = np.random.default_rng([self.seed, epoch])
-        n = self.sizes.size
+    def _sizes(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(padded source widths (k,), tokens per row max(S, T) (k,)) of the examples `idx`, int64."""
+        m = self.multiple
+        src = (self._src[idx].astype(np.int64) + m - 1) // m * m  # (k,)
+        tgt = (self._tgt[idx].astype(np.int64) + m - 1) // m * m  # (k,)
+        return src, np.maximum(src, tgt)
+
+    def _members(self, epoch: int, pool: int) -> np.ndarray:
+        """(k,) the example indices of one pool of the epoch."""
+        lo, hi = pool * self.pool_size, min((pool + 1) * self.pool_size, self.n)
+        if self.num_pools == 1 or not self.shuffle:
+            return np.arange(lo, hi)
+        rng = np.random.default_rng([self.seed, epoch, 1 << 30])
+        while True:  # a multiplier coprime with N makes k -> (a k + b) mod N a permutation
+            a = int(rng.integers(1, self.n))
+            if math.gcd(a, self.n) == 1:
+                break
+        b = int(rng.integers(0, self.n))
+        k = np.arange(lo, hi, dtype=np.uint64)
+        return ((k * np.uint64(a) + np.uint64(b)) % np.uint64(self.n)).astype(np.int64)  # (k,) < 2**64: N < 2**32
+
+    def _pool_batches(self, epoch: int, pool: int) -> list[np.ndarray]:
+        """The batches of one pool, in their shuffled order."""
+        if self._pool is not None and self._pool[:2] == (epoch, pool):
+            return self._pool[2]
+        members = self._members(epoch, pool)
+        # One pool: the generator of the original, whole-corpus sampler, so small corpora batch as before.
+        rng = np.random.default_rng([self.seed, epoch] if self.num_pools == 1 else [self.seed, epoch, pool])
+        src_w, sizes = self._sizes(members)
+        n = members.size
         ties = rng.permutation(n) if self.shuffle else np.arange(n)
-        order = np.lexsort((ties, self.src_lens, self.sizes))  # (N,) by size, then source length, then random
-        sizes = self.sizes[order]  # (N,) non-decreasing
+        order = np.lexsort((ties, src_w, sizes))  # (k,) by size, then source length, then random
+        sizes = sizes[order]  # (k,) non-decreasing
         starts = []
         i = 0
         while i < n:  # one iteration per batch; the batch end is found with array ops
@@ -194,26 +241,103 @@ class TokenBatchSampler:
             fits = np.arange(1, window + 1) * sizes[i: i + window] <= self.max_tokens  # (W,) True then False
             starts.append(i)
             i += int(fits.sum())
-        batches = np.split(order, starts[1:])
+        batches = np.split(members[order], starts[1:])
         if self.shuffle:
             batches = [batches[j] for j in rng.permutation(len(batches))]
+        self._pool = (epoch, pool, batches)
         return batches
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        """This shard's batches of `epoch`, each a list of dataset indices."""
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
-        every = self._all_batches(epoch)
-        usable = len(every) - len(every) % self.num_shards
-        mine = [b.tolist() for b in every[:usable][self.shard_index:: self.num_shards]]
-        self._cache = (epoch, mine)
-        return mine
+    def _pool_count(self, epoch: int, pool: int) -> int:
+        """How many batches `_pool_batches` cuts from a pool, from its histogram of sizes (no sort).
+
+        The greedy cut depends only on the sorted sizes, i.e. on the histogram: a batch starting at size a
+        takes k examples while k <= min(max_tokens // a, max_sentences) and k * (size of the k-th) <= max_tokens.
+        Whole batches inside one run of equal sizes are counted at once.
+        """
+        if self.num_pools == 1:
+            return len(self._pool_batches(epoch, pool))
+        sizes = self._sizes(self._members(epoch, pool))[1]
+        hist = np.bincount(sizes)
+        values = np.flatnonzero(hist).tolist()
+        counts = hist[values].tolist()
+        m, cap_s = self.max_tokens, self.max_sentences
+        batches, j, used = 0, 0, 0  # run j, examples of it already in earlier batches
+        while j < len(values):
+            cap = min(m // values[j], cap_s)
+            full = (counts[j] - used) // cap
+            batches += full
+            used += full * cap
+            if used == counts[j]:
+                j, used = j + 1, 0
+                continue
+            batches += 1  # a batch starting inside run j, possibly reaching into the next runs
+            k = 0
+            while j < len(values):
+                take = min(counts[j] - used, min(m // values[j], cap) - k)
+                if take <= 0:
+                    break
+                k += take
+                used += take
+                if used == counts[j]:
+                    j, used = j + 1, 0
+                else:
+                    break
+        return batches
+
+    def _pool_starts(self, epoch: int) -> np.ndarray:
+        """(pools + 1,) cumulative batch counts: pool p holds global batches starts[p]:starts[p + 1]."""
+        if self._counts is None or self._counts[0] != epoch:
+            counts = [self._pool_count(epoch, p) for p in range(self.num_pools)]
+            self._counts = (epoch, np.concatenate([[0], np.cumsum(counts)]))
+        return self._counts[1]
+
+    def global_batch(self, epoch: int, g: int) -> np.ndarray:
+        """Batch `g` of the epoch over all shards, as an index array."""
+        starts = self._pool_starts(epoch)
+        pool = int(np.searchsorted(starts, g, side="right")) - 1
+        return self._pool_batches(epoch, pool)[g - int(starts[pool])]
+
+    def batches(self, epoch: int, start: int = 0) -> "EpochBatches":
+        """This shard's batches of `epoch` after its first `start` global batches (consumed by a run with
+        another number of shards): a sequence of index lists, built a pool at a time."""
+        return EpochBatches(self, epoch, start)
 
     def __iter__(self):
         return iter(self.batches(self.epoch))
 
     def __len__(self) -> int:
         return len(self.batches(self.epoch))
+
+
+class EpochBatches(Sequence):
+    """One shard's batches of one epoch (lists of dataset indices); compares equal to the same list.
+
+    Shard i takes global batches start + i, start + i + num_shards, ...: the global order does not depend
+    on the number of shards, so a run resumed with another number of processes continues it exactly.
+    """
+
+    def __init__(self, sampler: TokenBatchSampler, epoch: int, start: int = 0):
+        self.sampler, self.epoch, self.start = sampler, epoch, start
+        total = int(sampler._pool_starts(epoch)[-1])
+        self._len = max(total - start, 0) // sampler.num_shards
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(self._len))]
+        if j < 0:
+            j += self._len
+        if not 0 <= j < self._len:
+            raise IndexError(f"batch {j} of an epoch with {self._len}")
+        s = self.sampler
+        return s.global_batch(self.epoch, self.start + j * s.num_shards + s.shard_index).tolist()
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (EpochBatches, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
 
 
 class ParallelData:

@@ -1,0 +1,147 @@
+"""`seqed.preprocess`: streamed, multiprocess encoding into a binarized directory that trains exactly like the
+in-memory pipeline; filters and duplicates reported; stale, unaligned, interrupted and full-disk cases."""
+
+import errno
+import json
+
+import numpy as np
+import pytest
+
+import seqed.preprocess as pre
+from seqed.config import load_config
+from seqed.data.batching import TokenBatchSampler
+from seqed.data.binarized import BinarizedError
+from seqed.data.pipeline import prepare_data
+from seqed.preprocess import PreprocessError, binarized_dir, open_binarized, preprocess
+
+DEMO = "data/demo"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Two small parallel corpora from the demo data; the second repeats some pairs of the first."""
+    en = open(f"{DEMO}/train.en", encoding="utf-8").read().splitlines()[:600]
+    fr = open(f"{DEMO}/train.fr", encoding="utf-8").read().splitlines()[:600]
+    (tmp_path / "a.en").write_text("\n".join(en[:400]) + "\n")
+    (tmp_path / "a.fr").write_text("\n".join(fr[:400]) + "\n")
+    b_en, b_fr = en[400:] + en[:30] + [""], fr[400:] + fr[:30] + ["Vide."]  # 30 duplicates, 1 empty
+    (tmp_path / "b.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in zip(b_en, b_fr)))
+    return tmp_path
+
+
+def config(corpus, *extra):
+    return load_config(None, [
+        f"data.train=[{{format: text, src: {corpus}/a.en, tgt: {corpus}/a.fr}}, "
+        f"{{format: tsv, path: {corpus}/b.tsv, weight: 1.5}}]",
+        f"data.binarized={corpus}/bin", "data.dedup=true", "tokenizer.vocab_size=300", "data.max_len=100",
+        *extra])
+
+
+def quiet(msg):
+    pass
+
+
+def test_preprocess_equals_in_memory_pipeline(corpus, monkeypatch):
+    monkeypatch.setattr(pre, "CHUNK", 64)  # many chunks in flight
+    cfg = config(corpus)
+    directory = preprocess(cfg, quiet, workers=2, progress=False)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["report"]["duplicates"] == 30 and manifest["report"]["empty"] == 1
+    assert [c["pairs"] for c in manifest["corpora"]] == [400, 200]
+    data = open_binarized(cfg, quiet)
+    assert len(data) == 400 + 300  # weight 1.5 on the 200 pairs left in b.tsv
+    mem = prepare_data(cfg.__class__(**{**cfg.__dict__, "data": cfg.data.__class__(
+        **{**cfg.data.__dict__, "binarized": ""})}), data.tokenizer, quiet)
+    assert "30 duplicates" in mem.report
+    for a, b in zip(data.lengths(), mem.train.lengths()):
+        assert np.array_equal(a, b)
+    for idx in TokenBatchSampler(*data.lengths(), max_tokens=400, seed=1).batches(0):
+        a, b = data.batch(idx), mem.train.batch(idx)
+        assert a.src.equal(b.src) and a.tgt_in.equal(b.tgt_in) and a.tgt_out.equal(b.tgt_out)
+    assert prepare_data(cfg, None, quiet).train.directory == directory  # the trainer's entry point maps it
+    assert (directory / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_mismatched_line_counts_name_files_and_counts(corpus):
+    (corpus / "a.fr").write_text("un\ndeux\n")
+    with pytest.raises(PreprocessError, match=r"a\.en has 400 lines but .*a\.fr has 2"):
+        preprocess(config(corpus), quiet, workers=1, progress=False)
+    assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
+
+
+def test_stale_directory_is_refused_then_rebuilt(corpus):
+    cfg = config(corpus)
+    preprocess(cfg, quiet, workers=1, progress=False)
+    with open(corpus / "a.en", "a") as f:
+        f.write("One more line.\n")
+    with open(corpus / "a.fr", "a") as f:
+        f.write("Une ligne de plus.\n")
+    with pytest.raises(BinarizedError, match=r"stale: .*a\.en is now .* bytes.*seqed preprocess"):
+        open_binarized(cfg, quiet)
+    with pytest.raises(BinarizedError, match="filters differs"):
+        open_binarized(config(corpus, "data.max_len=30"), quiet)
+    preprocess(cfg, quiet, workers=1, progress=False)  # rebuilds
+    assert [c["pairs"] for c in open_binarized(cfg, quiet).manifest["corpora"]] == [401, 200]
+
+
+def test_reused_tokenizer_model_and_auto_directory(corpus, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEQED_CACHE", str(tmp_path / "cache"))
+    first = preprocess(config(corpus), quiet, workers=1, progress=False)
+    cfg = config(corpus, "data.binarized=auto", f"tokenizer.model={first / 'tokenizer'}")
+    assert binarized_dir(cfg).parent == tmp_path / "cache" / "binarized"
+    data = open_binarized(cfg, quiet)  # built on first use
+    assert data.manifest["tokenizer_sha256"] == json.loads((first / "manifest.json").read_text())["tokenizer_sha256"]
+    assert binarized_dir(config(corpus, "data.binarized=auto", "data.max_len=30")) != binarized_dir(cfg)
+
+
+def test_full_disk_and_interruption_leave_nothing_half_written(corpus, monkeypatch):
+    monkeypatch.setattr(pre, "CHUNK", 64)
+    cfg = config(corpus)
+    calls = []
+
+    def fail_after_two(*args):
+        calls.append(1)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args)
+
+    real = pre._write_chunk
+    monkeypatch.setattr(pre, "_write_chunk", fail_after_two)
+    with pytest.raises(PreprocessError, match="No space left on device.*partial output was removed"):
+        preprocess(cfg, quiet, workers=2, progress=False)
+    assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pre, "_write_chunk", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(cfg, quiet, workers=2, progress=False)
+    assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
+    monkeypatch.setattr(pre, "_write_chunk", real)
+    assert len(open_binarized(cfg, quiet)) == 700
+
+
+def test_bad_utf8_names_file_and_line(corpus):
+    (corpus / "a.fr").write_bytes(open(corpus / "a.fr", "rb").read().replace(b"\xc3\xa9", b"\xe9", 1))
+    with pytest.raises(PreprocessError, match=r"a\.fr:\d+: not valid UTF-8"):
+        preprocess(config(corpus), quiet, workers=1, progress=False)
+
+
+def test_trainer_trains_and_resumes_on_binarized_data(tmp_path):
+    """One process: the unchanged Trainer maps the binarized directory through prepare_data."""
+    import sys
+
+    sys.path.insert(0, "tests")
+    from tiny_runs import write_config, write_task
+
+    from seqed.train import Trainer
+
+    write_task(tmp_path)
+    path = write_config(tmp_path / "c.yaml", tmp_path, tmp_path / "run", train="max_steps: 4, valid_every: 2")
+    cfg = load_config(path, [f"data.binarized={tmp_path}/bin"])
+    preprocess(cfg, quiet, workers=1, progress=False)
+    state = Trainer(cfg, progress=False).run()
+    assert state.step == 4
+    cfg = load_config(path, [f"data.binarized={tmp_path}/bin", "train.max_steps=6"])
+    assert Trainer(cfg, resume=True, progress=False).run().step == 6  # the checkpoint's tokenizer is the directory's
