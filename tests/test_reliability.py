@@ -398,3 +398,43 @@ def test_device_side_sums_give_the_logged_losses(capsys, task, tmp_path):
         tokens = sum(r["target_tokens"] for r in window)
         assert v["train_loss"] == pytest.approx(sum(r["train_loss"] * r["target_tokens"] for r in window) / tokens,
                                                 rel=1e-12)
+
+
+def test_tensorboard_logging_writes_scalars(capsys, task, tmp_path, monkeypatch):
+    """train.tensorboard=true sends the log lines' numbers to a SummaryWriter in out_dir/tensorboard."""
+    import sys
+    import types
+
+    written = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            written.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed", None))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", task, run, train="max_steps: 4, valid_every: 2, log_every: 1")
+    rc, _, err = cli(capsys, "train", cfg, "train.tensorboard=true", "--no-progress")
+    assert rc == 0, err
+    assert written[0] == ("dir", str(run / "tensorboard")) and written[-1] == ("closed", None)
+    assert [s for t, s in written if t == "train/train_loss"] == [1, 2, 3, 4]
+    assert [s for t, s in written if t == "valid/valid_nll"] == [2, 4]
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(capsys, task, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    cfg = write_config(tmp_path / "c.yaml", task, tmp_path / "run", train="max_steps: 2")
+    fails(capsys, "train", cfg, "train.tensorboard=true", "--no-progress", match="pip install 'seqed[tensorboard]'")
