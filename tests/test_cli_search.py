@@ -1,12 +1,24 @@
 """`seqed translate` decoding options end to end through the real CLI: an ensemble of checkpoints
 (-c A -c B), sampling (--sampling, --temperature, --seed, --nbest), --print-alignment, and their errors."""
 
+import contextlib
+import io
 import re
+import types
 
 import pytest
 
-from test_end_to_end import make_task, seqed
+from seqed.cli import main
+from test_end_to_end import make_task
 from test_ensemble import write_checkpoint
+
+
+def seqed(*args):
+    """`seqed ARGS` in this process (what `python -m seqed` runs), without a process start-up per call."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 RNN = ["model.encoder={type: rnn, hidden: 16, layers: 1, embed_dim: 8}", "model.decoder.type=rnn",
        "model.decoder.hidden=16", "model.decoder.layers=1", "model.decoder.embed_dim=8"]
