@@ -287,6 +287,14 @@ def sentence_pairs(job: tuple, src_column: int = 0, tgt_column: int = 1,
 _WORKER: dict = {}
 
 
+def _pool_context():
+    """Workers start from a fork server that has imported this module once: forking the training
+    process itself (torch's threads, a progress bar's monitor thread) can copy a held lock and hang."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["seqed.preprocess"])
+    return ctx
+
+
 def _init_worker(src_proto: bytes, tgt_proto: Optional[bytes]) -> None:
     import sentencepiece as spm
 
@@ -457,7 +465,7 @@ def preprocess(cfg: Config, log: Callable[[str], None] = print, *, workers: int 
     bar = tqdm(unit="pair", unit_scale=True, desc="encode", disable=not progress, dynamic_ncols=True,
                file=sys.stderr)
     try:
-        with mp.get_context("fork").Pool(workers, _init_worker,
+        with _pool_context().Pool(workers, _init_worker,
                                          (protos["src_model"], None if tok.joint else protos["tgt_model"])) as pool, \
                 BinarizedWriter(directory, tok, monolingual=d.monolingual) as writer:
             for spec in d.corpora:
