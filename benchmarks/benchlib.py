@@ -87,6 +87,23 @@ def train_overrides(model: str, data: Path, *, extra: Sequence[str] = ()) -> lis
     return [corpus, *COMMON, *MODELS[model], *extra]
 
 
+def test_set(args) -> tuple[list[str], list[str]]:
+    """Source and reference lines of `args.src` / `args.ref` (default: Multi30k test2016 under the data
+    directory, filled into `args`), the first `args.limit` when set."""
+    from seqed.data.corpus import read_lines
+
+    if args.src is None or args.ref is None:
+        m30k = data_dir() / "multi30k"
+        args.src = args.src or str(m30k / "test2016.en")
+        args.ref = args.ref or str(m30k / "test2016.fr")
+    sentences, refs = read_lines(args.src), read_lines(args.ref)
+    if len(sentences) != len(refs):
+        raise BenchError(f"{args.src} has {len(sentences)} lines but {args.ref} has {len(refs)}")
+    if args.limit:
+        sentences, refs = sentences[: args.limit], refs[: args.limit]
+    return sentences, refs
+
+
 def git_revision() -> dict:
     """The commit the numbers belong to and whether the tree had uncommitted changes (read-only git calls)."""
     def run(*args: str) -> str:

@@ -115,21 +115,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         from seqed.checkpoint import CheckpointError
-        from seqed.data.corpus import read_lines
         from seqed.inference import load_model
 
         benchlib.set_threads(args.threads)
         if min(args.batch_sizes) < 1:
             raise BenchError(f"--batch-sizes must be positive, got {args.batch_sizes}")
-        if args.src is None or args.ref is None:
-            m30k = benchlib.data_dir() / "multi30k"
-            args.src = args.src or str(m30k / "test2016.en")
-            args.ref = args.ref or str(m30k / "test2016.fr")
-        sentences, refs = read_lines(args.src), read_lines(args.ref)
-        if len(sentences) != len(refs):
-            raise BenchError(f"{args.src} has {len(sentences)} lines but {args.ref} has {len(refs)}")
-        if args.limit:
-            sentences, refs = sentences[: args.limit], refs[: args.limit]
+        sentences, refs = benchlib.test_set(args)
         try:
             loaded = load_model(args.checkpoint, device=args.device)
         except CheckpointError as err:

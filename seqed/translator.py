@@ -38,7 +38,28 @@ def parse_sampling(spec: str) -> dict:
                      f"got {spec!r}")
 
 
-class Translator:
+class TextOutput:
+    """Text out of any translator with `translate(sentences) -> list[list[Hypothesis]]` and a `tokenizer`
+    (`Translator`, `seqed.translator_ct2.CTranslate2Translator`)."""
+
+    def translate_text(self, sentences: Sequence[str]) -> list[list[tuple[str, float]]]:
+        """Translate `sentences` to detokenized strings.
+
+        Returns:
+            One list per sentence, in input order, of (text, score) pairs, best first.
+        """
+        hyps = self.translate(sentences)
+        return [[(text, h.score) for text, h in zip(texts, per_sentence)]
+                for texts, per_sentence in zip(self.detokenize(hyps), hyps)]
+
+    def detokenize(self, hyps: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
+        """The text of every hypothesis, in the same nesting (one tokenizer call for all)."""
+        flat = [h.tokens for per_sentence in hyps for h in per_sentence]
+        texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
+        return [[next(texts) for _ in per_sentence] for per_sentence in hyps]
+
+
+class Translator(TextOutput):
     """Translate sentences with a trained model and its tokenizer.
 
     Sources are encoded, EOS appended (as in training), sorted by length so each batch holds sentences
@@ -159,22 +180,6 @@ class Translator:
                     results[todo[j]] = hyps
                 bar.update(1)
         return results
-
-    def translate_text(self, sentences: Sequence[str]) -> list[list[tuple[str, float]]]:
-        """Translate `sentences` to detokenized strings.
-
-        Returns:
-            One list per sentence, in input order, of (text, score) pairs, best first.
-        """
-        hyps = self.translate(sentences)
-        return [[(text, h.score) for text, h in zip(texts, per_sentence)]
-                for texts, per_sentence in zip(self.detokenize(hyps), hyps)]
-
-    def detokenize(self, hyps: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
-        """The text of every hypothesis, in the same nesting (one tokenizer call for all)."""
-        flat = [h.tokens for per_sentence in hyps for h in per_sentence]
-        texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
-        return [[next(texts) for _ in per_sentence] for per_sentence in hyps]
 
     def _empty(self) -> Hypothesis:
         return Hypothesis(tokens=[], score=0.0, log_prob=0.0, alignment=[] if self.alignment else None)

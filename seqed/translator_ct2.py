@@ -42,12 +42,13 @@ from typing import Optional, Sequence
 from seqed.export import ExportError, read_export_meta, require_ctranslate2, vocabularies
 from seqed.search import Hypothesis, LengthPenalty
 from seqed.tokenizer import Tokenizer
+from seqed.translator import TextOutput
 from seqed.vocab import EOS_ID
 
 VANISHING_PENALTY = 1e-12  # != 0 turns off CTranslate2's early exit; x ** 1e-12 == 1.0 in float32
 
 
-class CTranslate2Translator:
+class CTranslate2Translator(TextOutput):
     """Translate sentences with an exported CTranslate2 model (see the module docstring for how its
     search relates to seqed's).
 
@@ -152,18 +153,6 @@ class CTranslate2Translator:
             for i, out in zip(members, self._search(source, limit)):
                 results[i] = out
         return results
-
-    def translate_text(self, sentences: Sequence[str]) -> list[list[tuple[str, float]]]:
-        """Translate `sentences` to detokenized strings: per sentence, (text, score) pairs, best first."""
-        hyps = self.translate(sentences)
-        return [[(text, h.score) for text, h in zip(texts, per_sentence)]
-                for texts, per_sentence in zip(self.detokenize(hyps), hyps)]
-
-    def detokenize(self, hyps: Sequence[Sequence[Hypothesis]]) -> list[list[str]]:
-        """The text of every hypothesis, in the same nesting (one tokenizer call for all)."""
-        flat = [h.tokens for per_sentence in hyps for h in per_sentence]
-        texts = iter(self.tokenizer.decode_tgt(flat) if flat else [])
-        return [[next(texts) for _ in per_sentence] for per_sentence in hyps]
 
     def _limit(self, src_len: int) -> int:
         """seqed.search.max_lengths for one sentence, |src| counting EOS, then at least min_len."""
