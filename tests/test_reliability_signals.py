@@ -27,8 +27,14 @@ STEPS, EVERY = 80, 4
 TRAIN = f"max_steps: {STEPS}, valid_every: {EVERY}, word_dropout: 0.1"
 
 
+def _default_sigint() -> None:
+    # A test run launched in the background (`pytest &` in a script) inherits SIGINT ignored, and so would
+    # the child: Python installs its KeyboardInterrupt handler only where SIGINT is not ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(seqed_argv(*args), env=child_env(), text=True, **kwargs)
+    return subprocess.Popen(seqed_argv(*args), env=child_env(), text=True, preexec_fn=_default_sigint, **kwargs)
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
