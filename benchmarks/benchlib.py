@@ -87,6 +87,12 @@ def train_overrides(model: str, data: Path, *, extra: Sequence[str] = ()) -> lis
     return [corpus, *COMMON, *MODELS[model], *extra]
 
 
+def add_test_set_args(p) -> None:
+    """--src/--ref of a decoding benchmark (read by `test_set`; --limit stays each script's own)."""
+    p.add_argument("--src", default=None, help="source file (default $SEQED_DATA/multi30k/test2016.en)")
+    p.add_argument("--ref", default=None, help="reference file (default $SEQED_DATA/multi30k/test2016.fr)")
+
+
 def test_set(args) -> tuple[list[str], list[str]]:
     """Source and reference lines of `args.src` / `args.ref` (default: Multi30k test2016 under the data
     directory, filled into `args`), the first `args.limit` when set."""

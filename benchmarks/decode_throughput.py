@@ -99,8 +99,7 @@ def table(payload: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
-    p.add_argument("--src", default=None, help="source file (default $SEQED_DATA/multi30k/test2016.en)")
-    p.add_argument("--ref", default=None, help="reference file (default $SEQED_DATA/multi30k/test2016.fr)")
+    benchlib.add_test_set_args(p)
     p.add_argument("--searches", nargs="+", default=list(SEARCHES), choices=list(SEARCHES))
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])

@@ -96,8 +96,7 @@ def table(payload: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
-    p.add_argument("--src", default=None, help="source file (default $SEQED_DATA/multi30k/test2016.en)")
-    p.add_argument("--ref", default=None, help="reference file (default $SEQED_DATA/multi30k/test2016.fr)")
+    benchlib.add_test_set_args(p)
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
     p.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha (default: the checkpoint's)")

@@ -306,7 +306,6 @@ class Trainer:
             stop_reason = f"already reached train.max_steps={t.max_steps}"
         elif t.max_minutes and st.train_seconds >= t.max_minutes * 60:
             stop_reason = f"already reached train.max_minutes={t.max_minutes}"
-        pending: Optional[Pending] = None
         while stop_reason is None:
             if t.max_epochs and st.epoch >= t.max_epochs:
                 stop_reason = f"reached train.max_epochs={t.max_epochs}"

@@ -99,8 +99,7 @@ class Window:
 
     def read(self, dist: Dist) -> dict:
         """The window summed over ranks (loss and tokens; the timing is this rank's), then reset."""
-        loss, tokens = all_reduce_sum(self.sums.clone(), dist).tolist()
-        updates, all_tokens, seconds = self.host
+        loss, tokens, updates, all_tokens, seconds = self.snapshot(dist)
         self.sums.zero_()
         self.host = [0, 0, 0.0]
         return {"loss": loss, "tokens": int(tokens), "updates": updates, "all_tokens": all_tokens,

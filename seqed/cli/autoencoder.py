@@ -138,8 +138,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     noise = _noise(args)
     check_input(args.input)
     translator = load_translator(args, progress=args.input != "-" and args.output != "-")
-    out = open_out(args.output)
-    try:
+    with open_out(args.output) as out:
         for chunk in chunks(input_lines(args.input), 2000):
             if noise is not None:
                 noisy_ids, masked, noisy_text = _corrupt(translator, chunk, noise, args.seed)
@@ -150,9 +149,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 for nbest in translator.translate_text(chunk):
                     out.write(nbest[0][0] + "\n")
             out.flush()
-    finally:
-        if out is not sys.stdout:
-            out.close()
     return 0
 
 

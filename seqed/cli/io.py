@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -37,11 +38,14 @@ def input_lines(path: str) -> Iterator[str]:
             handle.close()
 
 
-def open_out(path: str) -> TextIO:
-    """stdout for "-", else the file opened for writing in UTF-8."""
+@contextlib.contextmanager
+def open_out(path: str) -> Iterator[TextIO]:
+    """stdout for "-" (left open), else the file opened for writing in UTF-8 (closed at the end)."""
     if path == "-":
-        return sys.stdout
-    return open(path, "w", encoding="utf-8")
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        yield f
 
 
 def chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:

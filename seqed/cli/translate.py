@@ -70,8 +70,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _translate_lines(args: argparse.Namespace, translator, size: int) -> int:
-    out = open_out(args.output)
-    try:
+    with open_out(args.output) as out:
         base = 0
         for chunk in chunks(input_lines(args.input), size):
             results = translator.translate(chunk)
@@ -87,9 +86,6 @@ def _translate_lines(args: argparse.Namespace, translator, size: int) -> int:
                         out.write(text + "\n")
             base += len(chunk)
             out.flush()
-    finally:
-        if out is not sys.stdout:
-            out.close()
     return 0
 
 
