@@ -3,8 +3,8 @@
 For each config of `recipes/autoencoder/` (default `attention` and `rnn_code`) and each code version
 ("before": the `seqed/` package of `--before REV`, extracted with `git archive`; "after": this tree), one
 child process builds the recipe's Trainer on Multi30k (same tokenizer, seed and batch order in both),
-runs `--warmup` updates, then times `--updates` more with `Trainer.train_step` (the real update: forward,
-backward, clipping, Adam) and, with `--validate`, in the first round one `Trainer.validate()` (validation
+runs `--warmup` updates, then times `--updates` more with the Trainer's `Update` (the real update: forward,
+backward, clipping, Adam) and, with `--validate`, in the first round one validation (validation
 loss on val.en and greedy BLEU on its first 300 sentences, as the recipe does). Rounds alternate the order of the two
 versions, so that a change in the machine's load falls on both. Both versions train from the same
 initial weights on the same batches, so their losses must agree: the JSON keeps them side by side.
@@ -55,7 +55,10 @@ def child(args: argparse.Namespace) -> int:
             nonlocal tokens
             batch = trainer.data.train.batch(batches[i])
             trainer.schedule.set_step(i + 1)
-            result = trainer.train_step([batch])
+            if hasattr(trainer, "update"):
+                result = trainer.update([batch], trainer.state.step)
+            else:  # revisions before the update moved to seqed/update.py
+                result = trainer.train_step([batch])
             losses.append(float(result.loss) / max(result.n_tgt, 1))  # a device tensor since the Trainer split
             tokens += result.n_all
 
@@ -70,7 +73,9 @@ def child(args: argparse.Namespace) -> int:
                "losses": losses, "torch_threads": torch.get_num_threads(), "loadavg": os.getloadavg()}
         if args.validate:
             tick = time.perf_counter()
-            if hasattr(trainer, "validator"):  # the Trainer split moved validation to seqed.evaluate
+            if hasattr(trainer, "update"):
+                trainer.validator(trainer.model, trainer.state, autocast=trainer.update.autocast)
+            elif hasattr(trainer, "validator"):  # revisions between the Trainer split and seqed/update.py
                 trainer.validator(trainer.model, trainer.state, autocast=trainer.autocast)
             else:
                 trainer.validate()

@@ -10,6 +10,7 @@ process:
 * preprocess: `seqed.preprocess.preprocess` with `--workers` encoding processes: pairs/s, wall time,
   peak RSS of the main process and of the largest worker, bytes on disk.
 * train_1proc: `python -m seqed train ... train.max_steps=1` on the binarized directory: process start to
+  the end of the first update (the wall clock of the first line of `train.log.jsonl`), process start to
   exit (imports, mapping, sampler, model, one update, one checkpoint) and peak RSS.
 * train_2proc: the same under `torchrun --nproc_per_node 2` (gloo, one thread per process): launch to
   exit, and each rank's peak RSS.
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import benchlib
 from benchlib import BenchError
@@ -165,23 +167,34 @@ def measure(n: int, work: Path, base: Path, tokenizer: Path, workers: int, threa
     argv = [sys.executable, "-m", "seqed", "train", str(benchlib.REPO / "recipes" / "demo" / "transformer.yaml"),
             *ov, *MODEL, f"out_dir={run_dir}", "train.max_steps=1", "train.valid_every=1", "data.valid=null",
             "train.device=cpu", f"train.threads={threads}"]
-    load = os.getloadavg()[0]
+    load, launched = os.getloadavg()[0], time.time()
     try:
         seconds, rss = run_wait4(argv, env)
-        train = {"seconds_to_exit_after_1_update": seconds, "rss_mb": rss, "loadavg_1min_at_start": round(load, 2)}
+        train = {"seconds_to_first_update": first_update_seconds(run_dir, launched),
+                 "seconds_to_exit_after_1_update": seconds, "rss_mb": rss, "loadavg_1min_at_start": round(load, 2)}
     except BenchError as err:
         train = {"error": str(err)[-800:]}
     shutil.rmtree(run_dir, ignore_errors=True)
-    load = os.getloadavg()[0]
+    load, launched = os.getloadavg()[0], time.time()
     try:
         seconds, ranks = run_wait4(argv[:-1] + ["train.threads=1"], env, nproc=2)
-        train2 = {"seconds_to_exit_after_1_update": seconds, "rss_mb": ranks, "loadavg_1min_at_start": round(load, 2)}
+        train2 = {"seconds_to_first_update": first_update_seconds(run_dir, launched),
+                  "seconds_to_exit_after_1_update": seconds, "rss_mb": ranks, "loadavg_1min_at_start": round(load, 2)}
     except BenchError as err:
         train2 = {"error": str(err)[-800:]}
     shutil.rmtree(run_dir, ignore_errors=True)
     fb = {f"first_batch_{w}proc": first_batch(binarized, w, env) for w in (1, 2)}
     return {"pairs": n, "corpus_seconds": round(gen_s, 1), "preprocess": pre, "train_1proc": train,
             "train_2proc": train2, **fb}
+
+
+def first_update_seconds(run_dir: Path, launched: float) -> Optional[float]:
+    """Launch (`time.time()` before starting the process) to the end of the first update: the wall clock of
+    the first training line of `train.log.jsonl`, written once the update's loss is read back."""
+    from seqed.runlog import LOG_NAME, read_records
+
+    rows = read_records(run_dir / LOG_NAME, event="train") if (run_dir / LOG_NAME).is_file() else []
+    return round(rows[0]["time"] - launched, 2) if rows and "time" in rows[0] else None
 
 
 # `python -m seqed ...` that writes its peak RSS (VmHWM) at exit (one file per torchrun rank). Not ru_maxrss: Linux
@@ -240,6 +253,13 @@ def projection(runs: list[dict]) -> dict:
             "training_rss_mb_measured_max": round(max(rss), 1) if rss else None}
 
 
+def _seconds(t: dict, key: str):
+    """A table cell: seconds to one decimal, "failed", or "not measured" (runs from before the key existed)."""
+    if "error" in t:
+        return "failed"
+    return round(t[key], 1) if t.get(key) is not None else "not measured"
+
+
 def table(payload: dict) -> str:
     rows = []
     for r in payload["runs"]:
@@ -247,6 +267,7 @@ def table(payload: dict) -> str:
         fb1, fb2 = r["first_batch_1proc"][0], r["first_batch_2proc"]
         rows.append([f"{r['pairs']:,}", p["pairs_per_s"], round(p["seconds"], 1), round(p["main_rss_mb"]),
                      round(p["worker_rss_mb"]), round(p["disk_bytes"] / 2 ** 20),
+                     _seconds(t, "seconds_to_first_update"), _seconds(t2, "seconds_to_first_update"),
                      round(t["seconds_to_exit_after_1_update"], 1) if "seconds_to_exit_after_1_update" in t else "failed",
                      round(t["rss_mb"]) if "rss_mb" in t else "",
                      round(t2["seconds_to_exit_after_1_update"], 1) if "seconds_to_exit_after_1_update" in t2
@@ -256,7 +277,8 @@ def table(payload: dict) -> str:
                      " / ".join(f"{x['after_import_s']:.2f}" for x in fb2), " / ".join(f"{x['rss_mb']:.0f}" for x in fb2),
                      p["loadavg_1min_at_start"]])
     head = ["pairs", "preprocess pairs/s", "preprocess s", "preprocess RSS main MiB", "worker RSS MiB",
-            "disk MiB", "train: start→exit after 1 update s", "train RSS MiB",
+            "disk MiB", "train: start→first update s", "2 procs: start→first update s",
+            "train: start→exit after 1 update s", "train RSS MiB",
             "train 2 procs (torchrun): start→exit s", "train 2 procs RSS MiB", "first batch 1 proc s (after imports)",
             "1 proc RSS MiB", "first batch 2 procs s", "2 procs RSS MiB", "load avg"]
     pr = payload["projection"]
@@ -310,8 +332,10 @@ def main(argv=None) -> int:
                    "projection": projection(runs),
                    "notes": ["2 shared cores: other developers' jobs ran at the same time (see each row's load "
                              "average); rates are lower bounds",
-                             "train_1proc is `seqed train` (one process) with train.max_steps=1: wall time from "
-                             "process start to exit, so it includes imports, one update and one checkpoint",
+                             "train_1proc is `seqed train` (one process) with train.max_steps=1: seconds_to_first_update "
+                             "runs from process start to the wall clock of the first train.log.jsonl line (imports, "
+                             "mapping, sampler, model, the update); seconds_to_exit_after_1_update adds the "
+                             "checkpoint write and the exit",
                              "train_2proc: the same under torchrun with 2 gloo processes of 1 thread (launcher "
                              "start-up included); rss_mb per rank",
                              "first_batch_2proc measures what each rank does before its first update"]}

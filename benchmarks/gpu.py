@@ -8,7 +8,7 @@ Three parts, measured in this one process:
 
 1. step: one optimizer update at Transformer-base shape (6+6 layers, d512, 8 heads, FFN 2048, 32k shared
    vocabulary, 512 sentences x 32 source and 32 target tokens, bf16 autocast, fused AdamW), eager and
-   `torch.compile`d: seqed's `Trainer.train_step` and its bookkeeping against an in-file plain-PyTorch
+   `torch.compile`d: seqed's update (`seqed.update.Update`) and its bookkeeping against an in-file plain-PyTorch
    model (`nn.Transformer`, pre-norm) doing exactly the same work: dropout 0.1 (attention 0.1), label
    smoothing 0.1, the summed loss divided by the target tokens, gradient clipping at 1.0, fused AdamW.
    Target tokens/s over `--steps` updates after `--warmup`.
@@ -81,7 +81,7 @@ def _seqed_config(shape: dict, precision: str, compile_: bool):
 
 
 def seqed_step(shape: dict, device, *, precision: str, compile_: bool, steps: int, warmup: int) -> dict:
-    """Trainer.train_step and the loop's per-update bookkeeping on one pre-built batch."""
+    """seqed's update (`seqed.update.Update`) and the loop's per-update bookkeeping on one pre-built batch."""
     import torch
 
     from seqed.model import build_model
@@ -89,23 +89,26 @@ def seqed_step(shape: dict, device, *, precision: str, compile_: bool, steps: in
     from seqed.runtime import Dist
     from seqed.train import Trainer
     from seqed.trainstate import TrainState, Window
+    from seqed.update import Update
 
     cfg = _seqed_config(shape, precision, compile_)
     t = cfg.train
     trainer = Trainer(cfg, progress=False)
     trainer.device, trainer.dist = device, Dist()
     trainer.model = build_model(cfg, shape["vocab"], shape["vocab"]).to(device)
-    trainer.net = torch.compile(trainer.model, dynamic=True) if compile_ else trainer.model  # as Trainer.setup
-    trainer.optimizer = build_optimizer(trainer.model.parameters(), lr=t.lr, betas=t.betas, eps=t.eps)
-    trainer.schedule = Schedule(trainer.optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup)
-    trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)
-    trainer.noiser, trainer.state, trainer.window, trainer.bad_in_row = None, TrainState(), Window(device), 0
+    net = torch.compile(trainer.model, dynamic=True) if compile_ else trainer.model  # as Trainer.setup
+    optimizer = build_optimizer(trainer.model.parameters(), lr=t.lr, betas=t.betas, eps=t.eps)
+    trainer.schedule = Schedule(optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup)
+    trainer.update = Update(t, net=net, model=trainer.model, optimizer=optimizer,
+                            scaler=torch.amp.GradScaler("cuda", enabled=False), noiser=None, device=device,
+                            dist=trainer.dist, log=print)
+    trainer.state, trainer.window, trainer.bad_in_row = TrainState(), Window(device), 0
     bar = type("Bar", (), {"update": lambda self, n: None})()
     batch = _batch(shape, device)
 
     def update():
         trainer.schedule.set_step(trainer.state.step + 1)
-        trainer._account(trainer.train_step([batch]), bar)
+        trainer._account(trainer.update([batch], trainer.state.step), bar)
 
     return _time(update, device, steps=steps, warmup=warmup, tokens=shape["batch"] * shape["tgt_len"],
                  params=sum(p.numel() for p in trainer.model.parameters()))

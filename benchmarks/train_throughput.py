@@ -97,18 +97,25 @@ def measure_trainer(spec: dict) -> dict:
         cfg = _config(spec, str(Path(tmp) / "run"))
         trainer = Trainer(cfg, progress=False)
         records, ends, own = [], [], []
-        step = trainer.train_step
+        setup = trainer.setup
 
-        def timed_step(batches):
-            out = step(batches)
-            _sync(trainer.device)
-            ends.append(time.perf_counter())
-            rec = [_batch_record(b) for b in batches]
-            records.append({k: sum(r[k] for r in rec) for k in rec[0]})
-            own.append(time.perf_counter() - ends[-1])  # counting tokens is ours, not the trainer's
-            return out
+        def timed_setup():  # wraps the trainer's Update once it exists
+            setup()
+            step = trainer.update
 
-        trainer.train_step = timed_step  # instance attribute: the loop calls it like the method
+            def timed_step(batches, at):
+                out = step(batches, at)
+                _sync(trainer.device)
+                ends.append(time.perf_counter())
+                rec = [_batch_record(b) for b in batches]
+                records.append({k: sum(r[k] for r in rec) for k in rec[0]})
+                own.append(time.perf_counter() - ends[-1])  # counting tokens is ours, not the trainer's
+                return out
+
+            timed_step.autocast = step.autocast  # validation asks the update for its precision
+            trainer.update = timed_step
+
+        trainer.setup = timed_setup  # instance attributes: run() calls them like the methods
         trainer.run()
         w = spec["warmup"]
         result = _summary(records, w, ends[w - 1], ends[-1], exclude=sum(own[w - 1:-1]))

@@ -2,7 +2,8 @@
 
 `train.log.jsonl` holds one JSON object per line: `{"event": "train", ...}` every `train.log_every`
 updates (training loss, learning rate, tokens/s) and `{"event": "valid", ...}` at each validation
-(validation loss, BLEU, chrF, ...). With `train.tensorboard: true` the same numbers go to
+(validation loss, BLEU, chrF, ...); every line has `time`, the wall clock when it was written (Unix
+seconds). With `train.tensorboard: true` the same numbers go to
 `out_dir/tensorboard` through `torch.utils.tensorboard` (`pip install 'seqed[tensorboard]'`).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -70,7 +72,7 @@ class RunLog:
 
     def _append(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(dict(record, time=round(time.time(), 3))) + "\n")
 
     def train(self, record: dict) -> None:
         """A training line: step, train_loss (label-smoothed, per target token), lr, tokens_per_s."""

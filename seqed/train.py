@@ -1,9 +1,10 @@
 """The training loop: one optimizer update after another, with validation, checkpoints and exact resume.
 
 One process or many (`torchrun ... -m seqed train`, DistributedDataParallel): every rank reads the
-same data and takes its shard of each epoch's batches; only rank 0 logs, validates and saves. The
-checkpoint format is `seqed/checkpoint.py`, validation `seqed/evaluate.py`, the process (devices,
-distributed helpers, signals, RNG) `seqed/runtime.py`, the logs `seqed/runlog.py`.
+same data and takes its shard of each epoch's batches; only rank 0 logs, validates and saves. One
+update (noise, forward, backward, clipping, the step) is `seqed/update.py`, the checkpoint format
+`seqed/checkpoint.py`, validation `seqed/evaluate.py`, the process (devices, distributed helpers,
+signals, RNG) `seqed/runtime.py`, the logs `seqed/runlog.py`.
 
 On the device the loop keeps the GPU's queue full: losses and token counts are summed there and read
 every `train.log_every` updates, and the non-finite guard skips an update on the device (fused AdamW's
@@ -13,7 +14,6 @@ the learning rate, the noise seed and the KL weight of the next update, depend o
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import time
 from pathlib import Path
@@ -21,27 +21,26 @@ from typing import Optional
 
 import torch
 import yaml
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
-from seqed.bottleneck import kl_weight
 from seqed.checkpoint import (Checkpoint, init_weights, remove_stale_temps, restore_weights, resume_checkpoint,
                               save_step)
 from seqed.config import Config, to_dict
 from seqed.data.batching import TokenBatchSampler
 from seqed.data.pipeline import prepare_data, train_tokenizer
 from seqed.evaluate import Validator
-from seqed.losses import label_smoothed_nll, masked_target
 from seqed.model import EncoderDecoder, build_model, count_parameters
-from seqed.noise import Noiser, word_dropout
-from seqed.optim import Schedule, build_optimizer, grad_norm_clip, skip_on_device
+from seqed.noise import Noiser
+from seqed.optim import Schedule, build_optimizer
 from seqed.preprocess import build_for_ranks
 from seqed.runlog import RunLog
 from seqed.runtime import (Dist, StopSignals, TrainingError, all_reduce_sum, broadcast_object, cpu_lacks_native,
                            device_kind, gather_rng, init_distributed, resolve_device, seed_everything, set_rng_state, versions)
 from seqed.tokenizer import Tokenizer
-from seqed.trainstate import Pending, TrainState, Window, diverged, oom_message
-from seqed.vocab import PAD_ID, UNK_ID
+from seqed.trainstate import Pending, TrainState, Window, diverged
+from seqed.update import Update
+from seqed.vocab import UNK_ID
 
 
 class Trainer:
@@ -119,9 +118,6 @@ class Trainer:
                                          max_sentences=t.max_sentences or None, shuffle=True, seed=t.seed,
                                          num_shards=self.dist.world, shard_index=self.dist.rank,
                                          pad_to_multiple=t.pad_to_multiple)
-        self.noiser = None
-        if cfg.data.noise.active:
-            self.noiser = Noiser(cfg.data.noise, vocab_size=self.tokenizer.src_vocab_size, mask_id=UNK_ID)
         self.validator = Validator(cfg, self.data, self.tokenizer, self.device)
         self.state = TrainState()
         if ckpt:
@@ -140,6 +136,10 @@ class Trainer:
         if t.compile:
             # Opt-in: batch shapes vary, so compile for dynamic shapes; the first steps are slow.
             self.net = torch.compile(self.net, dynamic=True)
+        noiser = (Noiser(cfg.data.noise, vocab_size=self.tokenizer.src_vocab_size, mask_id=UNK_ID)
+                  if cfg.data.noise.active else None)
+        self.update = Update(t, net=self.net, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
+                             noiser=noiser, device=self.device, dist=self.dist, log=self.log)
 
     def _restore(self, ckpt: dict) -> None:
         restore_weights(ckpt, model=self.model, optimizer=self.optimizer, schedule=self.schedule,
@@ -182,95 +182,6 @@ class Trainer:
                 f"cannot write checkpoint {step_path}: {err.strerror or err}. The previous checkpoint "
                 f"({last.name if last.is_file() else 'none yet'}) is intact: free disk space or choose another "
                 f"out_dir, then resume with: {self.resume_command}") from None
-
-    # -- one update ------------------------------------------------------------------------------
-    def autocast(self):
-        p = self.cfg.train.precision
-        if p == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
-
-    def train_step(self, batches: list) -> Pending:
-        """Queue one optimizer update over `batches` (gradient accumulation; DDP syncs on the last one only).
-
-        The update is skipped (on the device) when the loss or the gradient norm is not finite, and, with
-        train.skip_oom in a single process, when a micro-batch runs out of CUDA memory.
-        """
-        self.net.train()
-        t = self.cfg.train
-        tick = time.perf_counter()
-        # Noise and word dropout draw from a generator seeded by (seed, step, rank): exact on resume.
-        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.state.step * 101 + self.dist.rank)
-        inputs = [self._model_inputs(b, gen) for b in batches]
-        # Counted on the host, after corruption: with train.loss_on=masked only the masked positions count.
-        n_tgt = sum(int((tgt_out != PAD_ID).sum()) for _, _, tgt_out in inputs)
-        # Loss per micro-batch is a sum; scaling by world / global tokens makes DDP's gradient average the
-        # mean over every target token of the global batch. The global count stays on the device.
-        tokens = all_reduce_sum(torch.tensor(float(n_tgt), dtype=torch.float64, device=self.device), self.dist)
-        scale = (self.dist.world / tokens.clamp(min=1)).float()
-        beta = kl_weight(self.state.step, kind=t.kl_anneal, steps=t.kl_anneal_steps, cycles=t.kl_cycles)
-        loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (batch, tensors) in enumerate(zip(batches, inputs)):
-            try:
-                loss += self._forward_backward(tensors, scale=scale, beta=beta,
-                                               sync=i == len(batches) - 1 or self.dist.world == 1)
-            except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError in torch >= 2.5
-                oom = batch
-                break
-        else:
-            oom = None
-        if oom is not None:  # handled outside `except`, so the failed step's tensors are freed
-            return self._out_of_memory(oom)
-        self.scaler.unscale_(self.optimizer)
-        norm = grad_norm_clip(self.model, t.clip)
-        # Under DDP the gradients, hence the norm, are already equal on every rank: all ranks agree.
-        finite = torch.isfinite(norm) & torch.isfinite(loss)
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)  # the fp16 scaler skips non-finite steps itself
-            self.scaler.update()
-        else:
-            skip_on_device(self.optimizer, finite)
-        self.optimizer.zero_grad(set_to_none=True)
-        n_all = sum(b.n_src_tokens + b.n_tgt_tokens for b in batches)
-        return Pending("ok", loss, finite, n_tgt, n_all, time.perf_counter() - tick)
-
-    def _model_inputs(self, batch, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """(src, tgt_in, tgt_out) of a batch after source noise, masked targets and word dropout."""
-        t = self.cfg.train
-        src, tgt_in, tgt_out = batch.src, batch.tgt_in, batch.tgt_out
-        if self.noiser is not None:
-            src, masked = self.noiser(src, gen)
-            if t.loss_on == "masked":
-                tgt_out = masked_target(tgt_out, masked)
-        if t.word_dropout > 0:
-            tgt_in = word_dropout(tgt_in, t.word_dropout, gen)
-        return src, tgt_in, tgt_out
-
-    def _forward_backward(self, tensors: tuple[Tensor, Tensor, Tensor], *, scale: Tensor, beta: float,
-                          sync: bool) -> Tensor:
-        """Forward and backward of one micro-batch; returns its summed label-smoothed loss, () on the device."""
-        src, tgt_in, tgt_out = (x.to(self.device, non_blocking=True) for x in tensors)
-        ctx = self.net.no_sync() if (not sync and hasattr(self.net, "no_sync")) else contextlib.nullcontext()
-        with ctx:
-            with self.autocast():
-                out = self.net(src, tgt_in)
-            lo = label_smoothed_nll(out.logits, tgt_out, smoothing=self.cfg.train.label_smoothing)
-            loss = lo.loss if out.kl is None else lo.loss + beta * out.kl
-            self.scaler.scale(loss * scale).backward()
-        return lo.loss.detach().double()
-
-    def _out_of_memory(self, batch) -> Pending:
-        """Report (and with train.skip_oom, skip) a micro-batch that ran out of device memory."""
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        t = self.cfg.train
-        msg = oom_message(batch, self.state.step + 1, t.max_tokens)
-        if not t.skip_oom or self.dist.world > 1:
-            raise TrainingError(msg + (", or set train.skip_oom=true to skip such batches"
-                                       if self.dist.world == 1 else ""))
-        self.log(msg + "; batch skipped (train.skip_oom)")
-        return Pending("oom")
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> TrainState:
@@ -321,7 +232,7 @@ class Trainer:
                 if self.device.type == "cuda":  # page-locked host memory: the copy overlaps compute
                     group = [b.pin_memory() for b in group]
                 lr = self.schedule.set_step(st.step + 1)
-                pending = self.train_step(group)
+                pending = self.update(group, st.step)
                 st.batch_in_epoch = pos + t.accum
                 st.train_seconds = start_seconds + (time.perf_counter() - session_start)
                 ok = self._account(pending, bar)  # the one read of the device per update
@@ -407,7 +318,7 @@ class Trainer:
             tick = time.perf_counter()
             final = (bool(t.max_steps) and st.step >= t.max_steps) or \
                 (bool(t.max_minutes) and st.train_seconds >= t.max_minutes * 60)
-            result = self.validator(self.model, st, autocast=self.autocast, final=final)
+            result = self.validator(self.model, st, autocast=self.update.autocast, final=final)
             if st.window_tokens:
                 result["train_loss"] = st.window_loss / st.window_tokens  # label-smoothed, per target token
             result.update(epoch=st.epoch, lr=lr, train_seconds=round(st.train_seconds, 2),

@@ -80,7 +80,8 @@ def test_data_dir_honours_seqed_data(tmp_path, monkeypatch):
 
 def test_readme_has_a_section_per_script():
     text = (BENCH / "README.md").read_text(encoding="utf-8")
-    for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu", "gpu", "data_scale"):
+    for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu", "gpu", "data_scale",
+                    "ensemble", "length_penalty", "export_ctranslate2"):
         assert f"<!-- BEGIN {section} -->" in text and f"<!-- END {section} -->" in text
 
 
@@ -109,7 +110,7 @@ def test_bad_bare_shape_is_a_clear_error(tmp_path):
 
 
 def test_trainer_and_bare_loops_run_on_tiny_data(tmp_path):
-    """The real Trainer (timed through its train_step) and both bare loops, a few tiny updates."""
+    """The real Trainer (timed through its Update) and both bare loops, a few tiny updates."""
     data = make_multi30k(tmp_path / "data")
     out = tmp_path / "tt.json"
     env = dict(benchlib.thread_env(1), SEQED_DATA=str(data))
@@ -355,6 +356,7 @@ def test_data_scale_table_and_projection():
 
     payload = {"runs": [run(1000, 30000.0), run(4000, 32000.0)], "environment": {}}
     payload["runs"][1]["train_2proc"] = {"seconds_to_exit_after_1_update": 12.34, "rss_mb": [700.0, 650.0]}
+    payload["runs"][1]["train_1proc"]["seconds_to_first_update"] = 6.54
     payload["projection"] = p = data_scale.projection(payload["runs"])
     assert p["measured_pieces_per_side"] == 10.0  # from the largest run
     assert p["ids_gb"] == round(36e6 * 2 * 32 * 2 / 1e9, 2)
@@ -362,3 +364,28 @@ def test_data_scale_table_and_projection():
     text = data_scale.table(payload)
     assert text.count("\n| 1,000 |") == 1 and "0.50 / 0.50" in text and "WMT14" in text
     assert "| 12.30 | 700 / 650 |" in text and "| not run |" in text  # a row from before train_2proc existed
+    assert "| 6.50 | not measured |" in text  # runs from before the first-update time was read
+
+
+# ---------------------------------------------------------------------------------------------
+# ensemble
+
+def test_ensemble_benchmark_rows_and_table(tmp_path, one_thread):
+    """Each member alone and the ensemble, beam and greedy: six rows; one checkpoint is refused."""
+    import ensemble
+    from test_ensemble import SENTENCES, write_checkpoint
+
+    a, b = (write_checkpoint(tmp_path / f"{n}.pt", 60, seed) for n, seed in (("a", 0), ("b", 1)))
+    src, ref = tmp_path / "src.en", tmp_path / "ref.fr"
+    src.write_text("\n".join(SENTENCES) + "\n")
+    ref.write_text("\n".join(SENTENCES) + "\n")
+    out = tmp_path / "ens.json"
+    args = ["--src", str(src), "--ref", str(ref), "--beam", "2", "--threads", "1", "--out", str(out), "--no-readme"]
+    assert ensemble.main(["-c", a, "-c", b, *args]) == 0
+    payload = json.loads(out.read_text())
+    assert [(r["models"], r["search"]) for r in payload["rows"]] == [
+        (m, s) for m in ("model 1", "model 2", "model 1 + model 2") for s in ("beam 2", "greedy")]
+    assert all(r["sentences_per_s"] > 0 and r["length_ratio"] >= 0 for r in payload["rows"])
+    assert [m["step"] for m in payload["config"]["members"]] == [0, 0]
+    assert "| model 1 + model 2 | beam 2 |" in ensemble.table(payload)
+    assert ensemble.main(["-c", a, *args]) == 2
