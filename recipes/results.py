@@ -4,6 +4,7 @@
   python recipes/results.py write --run RUN --recipe R --config C --checkpoint CKPT --data DIR \
       --tests "test2016 test2017" --beam 5 [--length-penalty 1.0] [--overrides "k=v ..."]
   python recipes/results.py row RESULTS.json [...]     # markdown rows for recipes/README.md's tables
+  python recipes/results.py search RESULTS.json [...]  # rows of beam vs greedy: BLEU and length ratio
 
 results.json holds what recipes/README.md's table shows: the model and its parameter count, the
 hardware, the training time, BLEU and chrF with sacreBLEU signatures per test set, and decode speed.
@@ -174,6 +175,22 @@ def row(result: dict, tests: list[str] | None = None) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def search_rows(result: dict, tests: list[str] | None = None) -> list[str]:
+    """Markdown rows, one per test set: config | test | beam BLEU (alpha) | hyp/ref | greedy BLEU | hyp/ref |
+    beam - greedy. Results from before greedy was decoded alongside say "not measured"."""
+    rows = []
+    for name in tests or result["tests"]:
+        t = result["tests"][name]
+        alpha = t.get("length_penalty")
+        beam = f"{t['bleu']:.2f} (beam {t['beam']}, alpha {alpha if alpha is not None else 'not recorded'})"
+        g = t.get("greedy")
+        cells = [result["config"], name, beam, t.get("length_ratio", "not measured"),
+                 f"{g['bleu']:.2f}" if g else "not measured", g["length_ratio"] if g else "not measured",
+                 f"{t['bleu'] - g['bleu']:+.2f}" if g else ""]
+        rows.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -188,7 +205,14 @@ def main(argv=None) -> int:
     p = sub.add_parser("row")
     p.add_argument("results", nargs="+")
     p.add_argument("--tests", default=None, help="comma-separated test sets, in column order (default: all)")
+    p = sub.add_parser("search")
+    p.add_argument("results", nargs="+")
+    p.add_argument("--tests", default=None, help="comma-separated test sets (default: all)")
     args = parser.parse_args(argv)
+    if args.cmd == "search":
+        for path in args.results:
+            print("\n".join(search_rows(_read_json(Path(path)), args.tests.split(",") if args.tests else None)))
+        return 0
     if args.cmd == "select":
         print(select(args.score_files))
         return 0

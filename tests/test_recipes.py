@@ -110,6 +110,11 @@ def test_translation_recipe_runs_end_to_end(tmp_path):
     cells = [c.strip() for c in row.strip().strip("|").split("|")]
     t16, t17 = result["tests"]["test2016"], result["tests"]["test2017"]
     assert cells[4] == f"{t17['bleu']:.1f} / {t17['chrf']:.1f}" and cells[5] == f"{t16['bleu']:.1f} / {t16['chrf']:.1f}"
+    search = subprocess.run([sys.executable, str(RECIPES / "results.py"), "search", str(run / "results.json"),
+                             "--tests", "test2016"], capture_output=True, text=True, check=True).stdout
+    cells = [c.strip() for c in search.strip().strip("|").split("|")]
+    assert cells[1] == "test2016" and cells[4] == f"{t16['greedy']['bleu']:.2f}"
+    assert cells[6] == f"{t16['bleu'] - t16['greedy']['bleu']:+.2f}"
 
 
 def test_autoencoder_recipe_runs_end_to_end(tmp_path):
