@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import benchlib
 from benchlib import BenchError
@@ -44,8 +45,10 @@ def decode_rows(spec: dict) -> dict:
     from seqed.translator import Translator
 
     benchlib.set_threads(spec["threads"])
-    loaded = load_model(spec["checkpoint"], device="cpu")
+    loaded = load_model(readable_checkpoint(spec["checkpoint"], spec["side"], spec.get("work")), device="cpu")
     s = loaded.config.search
+    # Packages from before `max_pieces` derive the source limit in the Translator themselves.
+    limit = {"max_src_len": loaded.config.model.max_pieces} if hasattr(loaded.config.model, "max_pieces") else {}
     rows = []
     for split, (src, ref) in spec["splits"].items():
         sentences, refs = read_lines(src), read_lines(ref)
@@ -54,8 +57,7 @@ def decode_rows(spec: dict) -> dict:
         for beam, alpha in spec["searches"]:
             translator = Translator(loaded.model, loaded.tokenizer, device=loaded.device, beam_size=beam,
                                     length_penalty=alpha, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
-                                    min_len=s.min_len, batch_size=64,
-                                    max_src_len=loaded.config.model.max_pieces)
+                                    min_len=s.min_len, batch_size=64, **limit)
             translator.translate(sentences[:16])  # warm-up, untimed
             start = time.perf_counter()
             hyps = translator.translate(sentences)
@@ -70,6 +72,48 @@ def decode_rows(spec: dict) -> dict:
                   f"length ratio {rows[-1]['length_ratio']}, {rows[-1]['sentences_per_s']} sent/s",
                   file=sys.stderr, flush=True)
     return {"step": loaded.step, "rows": rows}
+
+
+def readable_checkpoint(path: str, side: str, work: Optional[str]) -> str:
+    """`path`, or for an older package that rejects config keys added since, a copy in `work` (weights,
+    tokenizer and a config of only the keys this package's `Config` knows; the dropped ones are printed)."""
+    import dataclasses
+    import typing
+
+    import torch
+
+    from seqed.config import Config, config_from_dict
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    dropped = []
+
+    def dataclass_in(hint):
+        if dataclasses.is_dataclass(hint):
+            return hint
+        return next((d for d in map(dataclass_in, typing.get_args(hint)) if d is not None), None)
+
+    def known(data: dict, cls, where: str) -> dict:
+        hints, out = typing.get_type_hints(cls), {}
+        for key, value in data.items():
+            if key not in hints:
+                dropped.append(f"{where}{key}={value!r}")
+                continue
+            sub = dataclass_in(hints[key])
+            if sub is not None and isinstance(value, dict):
+                value = known(value, sub, f"{where}{key}.")
+            elif sub is not None and isinstance(value, list):
+                value = [known(v, sub, f"{where}{key}.") if isinstance(v, dict) else v for v in value]
+            out[key] = value
+        return out
+
+    config = known(state["config"], Config, "")
+    if not dropped:
+        return path
+    config_from_dict(config)  # what this package makes of the rest
+    print(f"[length_penalty] {side}: this package does not know {', '.join(dropped)}: left out", file=sys.stderr)
+    copy = Path(work or tempfile.mkdtemp(prefix="seqed_lp_")) / Path(path).name
+    torch.save({k: v for k, v in state.items() if k not in ("optimizer", "scheduler")} | {"config": config}, copy)
+    return str(copy)
 
 
 def run_side(spec: dict, package_root: Path) -> dict:
@@ -143,7 +187,7 @@ def main(argv=None) -> int:
                 "limit": args.limit}
         current = run_side(dict(spec, side="current"), benchlib.REPO)
         with tempfile.TemporaryDirectory() as tmp:
-            baseline = run_side(dict(spec, side="baseline", splits={"test2016": splits["test2016"]},
+            baseline = run_side(dict(spec, side="baseline", work=tmp, splits={"test2016": splits["test2016"]},
                                      searches=[(1, 0.0), (5, 1.0)]),
                                 extract(args.baseline, Path(tmp)))["rows"]
         runs, step = current["rows"], current["step"]
