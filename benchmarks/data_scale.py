@@ -105,12 +105,15 @@ cfg = load_config(None, {overrides!r})
 tick = time.perf_counter()
 d = preprocess(cfg, lambda m: print(m, file=sys.stderr), workers={workers}, progress=False)
 seconds = time.perf_counter() - tick
+import multiprocessing.forkserver as fs
+if hasattr(fs._forkserver, "_stop"):  # the workers' fork server: reaping it makes RUSAGE_CHILDREN count them
+    fs._forkserver._stop()
 m = json.loads((d / "manifest.json").read_text())
 size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
 print(json.dumps(dict(seconds=seconds, pairs=m["report"]["total"], kept=m["pairs"], ids=m["ids"], disk_bytes=size,
     ids_bytes=(d / "ids.bin").stat().st_size,
     main_rss_mb=int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024,
-    worker_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)))  # incl. pages shared at fork
+    worker_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)))  # the largest worker
 """
 
 FIRST_BATCH = """

@@ -182,42 +182,55 @@ class TokenBatchSampler:
         self.n = int(src.size)
         self.pool_size = pool_size
         self.num_pools = -(-self.n // pool_size)
-        for start in range(0, self.n, pool_size):  # chunked: no (N,) temporary
-            sizes = self._sizes(np.arange(start, min(start + pool_size, self.n)))[1]
-            longest = int(sizes.argmax())
-            if sizes[longest] > max_tokens:
-                raise ValueError(f"TokenBatchSampler: example {start + longest} is {int(sizes[longest])} tokens "
-                                 f"long (padded), more than max_tokens={max_tokens}: filter long pairs first "
-                                 f"(data.max_len) or raise max_tokens")
+        # Padding is monotone, so the widest padded row pads the longest length: one vectorized max.
+        self.top = self._pad(max(int(src.max()), int(tgt.max())))
+        if self.top > max_tokens:
+            for start in range(0, self.n, pool_size):  # only now: find the example, chunked
+                sizes = self._sizes(slice(start, min(start + pool_size, self.n)))[1]
+                longest = int(sizes.argmax())
+                if sizes[longest] > max_tokens:
+                    raise ValueError(f"TokenBatchSampler: example {start + longest} is {int(sizes[longest])} tokens "
+                                     f"long (padded), more than max_tokens={max_tokens}: filter long pairs first "
+                                     f"(data.max_len) or raise max_tokens")
         self.shuffle = shuffle
         self.seed = seed
         self.num_shards = num_shards
         self.shard_index = shard_index
         self.epoch = 0
         self._counts: Optional[tuple[int, np.ndarray]] = None
+        self._hist: Optional[tuple[int, np.ndarray]] = None
         self._pool: Optional[tuple[int, int, list[np.ndarray]]] = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _sizes(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(padded source widths (k,), tokens per row max(S, T) (k,)) of the examples `idx`, int64."""
+    def _pad(self, length):
+        """`length` (an int or an int64 array) rounded up to the multiple `collate` pads to."""
         m = self.multiple
-        src = (self._src[idx].astype(np.int64) + m - 1) // m * m  # (k,)
-        tgt = (self._tgt[idx].astype(np.int64) + m - 1) // m * m  # (k,)
+        return (length + m - 1) // m * m
+
+    def _sizes(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        """(padded source widths (k,), tokens per row max(S, T) (k,)) of the examples `idx` (indices or a
+        slice), int64."""
+        src = self._pad(self._src[idx].astype(np.int64))  # (k,)
+        tgt = self._pad(self._tgt[idx].astype(np.int64))  # (k,)
         return src, np.maximum(src, tgt)
+
+    def _affine(self, epoch: int) -> tuple[int, int]:
+        """(a, b) of the epoch's pool permutation k -> (a k + b) mod N."""
+        rng = np.random.default_rng([self.seed, epoch, 1 << 30])
+        while True:  # a multiplier coprime with N makes k -> (a k + b) mod N a permutation
+            a = int(rng.integers(1, self.n))
+            if math.gcd(a, self.n) == 1:
+                break
+        return a, int(rng.integers(0, self.n))
 
     def _members(self, epoch: int, pool: int) -> np.ndarray:
         """(k,) the example indices of one pool of the epoch."""
         lo, hi = pool * self.pool_size, min((pool + 1) * self.pool_size, self.n)
         if self.num_pools == 1 or not self.shuffle:
             return np.arange(lo, hi)
-        rng = np.random.default_rng([self.seed, epoch, 1 << 30])
-        while True:  # a multiplier coprime with N makes k -> (a k + b) mod N a permutation
-            a = int(rng.integers(1, self.n))
-            if math.gcd(a, self.n) == 1:
-                break
-        b = int(rng.integers(0, self.n))
+        a, b = self._affine(epoch)
         k = np.arange(lo, hi, dtype=np.uint64)
         return ((k * np.uint64(a) + np.uint64(b)) % np.uint64(self.n)).astype(np.int64)  # (k,) < 2**64: N < 2**32
 
@@ -247,6 +260,31 @@ class TokenBatchSampler:
         self._pool = (epoch, pool, batches)
         return batches
 
+    def _histograms(self, epoch: int) -> np.ndarray:
+        """(pools, top + 1) int64: how many examples of each padded size every pool of `epoch` holds.
+
+        One sequential pass over the lengths (no gather of each pool's members): example i belongs to pool
+        k // pool_size where k = a^-1 (i - b) mod N inverts the epoch's permutation.
+        """
+        if self._hist is not None and self._hist[0] == epoch:
+            return self._hist[1]
+        width = self.top + 1
+        hist = np.zeros(self.num_pools * width, dtype=np.int64)
+        shuffled = self.shuffle and self.num_pools > 1
+        if shuffled:
+            a, b = self._affine(epoch)
+            a_inv, n = np.uint64(pow(a, -1, self.n)), np.uint64(self.n)
+        for start in range(0, self.n, self.pool_size):
+            stop = min(start + self.pool_size, self.n)
+            sizes = self._sizes(slice(start, stop))[1]  # (k,)
+            i = np.arange(start, stop, dtype=np.uint64)
+            # (i + N - b) mod N and a^-1 are both < N < 2**32, so their product fits in uint64.
+            k = (i + n - np.uint64(b)) % n * a_inv % n if shuffled else i
+            pools = (k // np.uint64(self.pool_size)).astype(np.int64)
+            hist += np.bincount(pools * width + sizes, minlength=hist.size)
+        self._hist = (epoch, hist.reshape(self.num_pools, width))
+        return self._hist[1]
+
     def _pool_count(self, epoch: int, pool: int) -> int:
         """How many batches `_pool_batches` cuts from a pool, from its histogram of sizes (no sort).
 
@@ -256,8 +294,7 @@ class TokenBatchSampler:
         """
         if self.num_pools == 1:
             return len(self._pool_batches(epoch, pool))
-        sizes = self._sizes(self._members(epoch, pool))[1]
-        hist = np.bincount(sizes)
+        hist = self._histograms(epoch)[pool]
         values = np.flatnonzero(hist).tolist()
         counts = hist[values].tolist()
         m, cap_s = self.max_tokens, self.max_sentences
