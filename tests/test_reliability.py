@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-import seqed.train
+import seqed.update
 from seqed.checkpoint import load_checkpoint
 from seqed.cli import main
 from seqed.runlog import read_records
@@ -266,7 +266,7 @@ def test_translation_keeps_every_line(capsys, trained, tmp_path):
 
 
 def test_nonfinite_loss_is_skipped_and_counted(capsys, task, tmp_path, monkeypatch):
-    real = seqed.train.label_smoothed_nll
+    real = seqed.update.label_smoothed_nll
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -277,7 +277,7 @@ def test_nonfinite_loss_is_skipped_and_counted(capsys, task, tmp_path, monkeypat
                 out.loss = out.loss * float("inf")
         return out
 
-    monkeypatch.setattr(seqed.train, "label_smoothed_nll", poisoned)
+    monkeypatch.setattr(seqed.update, "label_smoothed_nll", poisoned)
     run = tmp_path / "run"
     cfg = write_config(tmp_path / "c.yaml", task, run, train="max_steps: 6, valid_every: 3")
     rc, _, err = cli(capsys, "train", cfg, "--no-progress")
