@@ -22,7 +22,10 @@ Search runs inside CTranslate2 (C++, optionally int8 / bf16). What matches seqed
   appended (`score_batch`), so greedy search matches in tokens and scores; a beam search that
   reaches the limit ranks the same hypotheses the same way, but CTranslate2 finalizes only the
   non-EOS candidates among the first K of its last step, where seqed ends all K live beams: it may
-  miss seqed's best. Sentences are grouped by their limit, since CTranslate2 takes one per call.
+  miss seqed's best. CTranslate2 takes one limit per call: each length-sorted batch is searched under
+  its largest limit, and the few sentences whose search reached their own limit (a hypothesis of
+  that many tokens) are searched again under it. A search that ended earlier ran exactly as it
+  would have under its own limit, since each sentence's beam is independent of its batch.
 * PAD and BOS: seqed masks them after the softmax, so its scores stay the model's own
   log-probabilities. CTranslate2 can only mask before the softmax, which changes every score by
   the probability mass of the masked tokens (about 1% per step in a tiny test model), so they are
@@ -142,25 +145,45 @@ class CTranslate2Translator(TextOutput):
             warnings.warn(f"CTranslate2Translator: {n_long} source sentence(s) longer than max_src_len="
                           f"{self.max_src_len} tokens (EOS included) were truncated; raise max_src_len to keep "
                           f"them whole", stacklevel=3)
-        groups: dict[int, list[int]] = defaultdict(list)  # length limit -> sentences
-        for i, x in enumerate(ids):
-            if len(x):
-                groups[self._limit(min(len(x), keep) + 1)].append(i)
-        for limit, members in sorted(groups.items()):
-            if limit == 0:
-                continue  # nothing may be emitted: the empty hypothesis stands
-            source = [[self._src_pieces[t] for t in list(ids[i])[:keep]] for i in members]
-            for i, out in zip(members, self._search(source, limit)):
-                results[i] = out
+        limits = {i: self._limit(min(len(x), keep) + 1) for i, x in enumerate(ids) if len(x)}
+        source = {i: [self._src_pieces[t] for t in list(ids[i])[:keep]] for i, limit in limits.items() if limit}
+        # (limit 0: nothing may be emitted, the empty hypothesis stands)
+        again: dict[int, list[int]] = defaultdict(list)  # own limit -> sentences to search under it
+        for members in self._batches({i: limits[i] for i in source}, {i: len(ids[i]) for i in source}):
+            limit = max(limits[i] for i in members)
+            for i, (hyps, steps) in zip(members, self._search([source[i] for i in members], limit)):
+                if steps >= limits[i] and limits[i] < limit:
+                    again[limits[i]].append(i)
+                else:
+                    results[i] = hyps
+        for limit, members in sorted(again.items()):
+            for i, (hyps, _) in zip(members, self._search([source[i] for i in members], limit)):
+                results[i] = hyps
         return results
+
+    def _batches(self, limits: dict[int, int], lengths: dict[int, int]) -> list[list[int]]:
+        """Sentences in batches of at most `batch_size`, sorted by source length. A search's last step is
+        the length of its longest returned hypothesis in greedy search and with GNMT re-ranking (all
+        ended hypotheses returned); beam search with alpha 0 may return a shorter one than the last
+        step's, so there batches hold one limit each (nothing is ever searched again)."""
+        one_limit = self.beam_size > 1 and self.length_penalty == 0
+        order = sorted(limits, key=lambda i: (limits[i], lengths[i]) if one_limit else lengths[i])
+        batches: list[list[int]] = []
+        for i in order:
+            full = not batches or len(batches[-1]) == self.batch_size
+            if full or (one_limit and limits[batches[-1][0]] != limits[i]):
+                batches.append([])
+            batches[-1].append(i)
+        return batches
 
     def _limit(self, src_len: int) -> int:
         """seqed.search.max_lengths for one sentence, |src| counting EOS, then at least min_len."""
         limit = min(max(math.floor(src_len * self.max_len_a + self.max_len_b), 0), self.max_len_cap)
         return max(limit, self.min_len)
 
-    def _search(self, source: list[list[str]], limit: int) -> list[list[Hypothesis]]:
-        """Translate sentences that share the output length limit `limit` (>= 1)."""
+    def _search(self, source: list[list[str]], limit: int) -> list[tuple[list[Hypothesis], int]]:
+        """Translate sentences under the output length limit `limit` (>= 1): per sentence its hypotheses
+        and the steps its search ran (the most tokens, EOS included, of anything CTranslate2 returned)."""
         gnmt = self.beam_size > 1 and self.length_penalty != 0
         candidates = round(self.beam_size * self.patience) if gnmt else self.nbest
         outputs = self.translator.translate_batch(
@@ -187,4 +210,5 @@ class CTranslate2Translator(TextOutput):
             tokens = [self._tgt_ids[p] for p in pieces]
             score = log_prob / float(lp(len(tokens) + 1))  # |Y| counts EOS, as in seqed.search
             results[j].append(Hypothesis(tokens=tokens, score=score, log_prob=log_prob))
-        return [sorted(hyps, key=lambda h: -h.score)[:self.nbest] for hyps in results]
+        steps = [max((len(hyp) for hyp in out.hypotheses), default=0) for out in outputs]
+        return [(sorted(hyps, key=lambda h: -h.score)[:self.nbest], n) for hyps, n in zip(results, steps)]

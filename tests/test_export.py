@@ -144,6 +144,33 @@ def test_length_penalty_ranks_by_gnmt(trained):
     assert same >= len(sources) * 3 // 4
 
 
+@pytest.mark.parametrize("beam,alpha", [(1, 0.0), (4, 1.0), (4, 0.0)])
+def test_batches_of_mixed_limits_search_like_one_sentence_at_a_time(trained, beam, alpha):
+    """A batch runs under its largest length limit; sentences whose search reached their own limit are
+    searched again under it (alpha 0 beam search batches by limit instead): the outputs are those of
+    searching each sentence alone. Tight limits (0.6 |src| + 1) make many searches reach them."""
+    _, out, sources = trained
+    options = dict(compute_type="float32", beam_size=beam, nbest=1, length_penalty=alpha, max_len_a=0.6,
+                   max_len_b=1, threads=1)
+    alone = CTranslate2Translator(out, batch_size=1, **options)
+    batched = CTranslate2Translator(out, batch_size=64, **options)
+    calls = []
+    search = batched._search
+    batched._search = lambda source, limit: calls.append((len(source), limit)) or search(source, limit)
+    expected, got = alone.translate(sources), batched.translate(sources)
+    for e, g, text in zip(expected, got, sources):
+        assert e[0].tokens == g[0].tokens, text
+        assert e[0].score == pytest.approx(g[0].score, abs=1e-5)
+    limits = [alone._limit(len(x) + 1) for x in alone.tokenizer.encode_src(sources)]
+    assert len(set(limits)) > 1  # the batches mix limits
+    assert sum(len(h[0].tokens) == limit for h, limit in zip(got, limits)) >= len(sources) // 10
+    batches = -(-len(sources) // 64)
+    if beam == 1 or alpha:
+        assert len(calls) > batches and calls[0][1] == max(limits)  # searched again under own limits
+    else:
+        assert len(calls) == len(set(limits)) and all(n <= 64 for n, _ in calls)
+
+
 def test_translate_text_interface_and_quantization(trained):
     _, out, _ = trained
     lines = ["a b c", "", "d e f g", "   ", "a " * 80]
