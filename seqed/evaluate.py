@@ -39,14 +39,15 @@ def validate(model, data, *, device: torch.device, max_tokens: int = 2048,
 
     Returns:
         {"valid_nll": per target token, "valid_ppl", and for variational models "valid_kl" (nats per
-        sentence); with a translator also "valid_bleu", "valid_chrf"}.
+        sentence) and "valid_active_units" (see `active_units`); with a translator also "valid_bleu",
+        "valid_chrf"}.
     """
     model.eval()
     src_lens, tgt_lens = data.lengths()
     sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens=max_tokens, shuffle=False, seed=0)
     nll = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: one read at the end
     kl = torch.zeros((), dtype=torch.float64, device=device)
-    n, n_kl = 0, 0
+    n, n_kl, mus = 0, 0, []
     for idx in sampler.batches(0):
         batch = data.batch(idx)
         n += batch.n_tgt_tokens
@@ -57,10 +58,12 @@ def validate(model, data, *, device: torch.device, max_tokens: int = 2048,
         if out.kl is not None:  # variational bottleneck: KL(q(z|x) || p(z)) summed over the batch
             kl += out.kl.double()
             n_kl += batch.src.size(0)
+            mus.append(out.mu.float())
     result: dict = {"valid_nll": float(nll) / max(n, 1)}
     result["valid_ppl"] = math.exp(min(result["valid_nll"], 50))
     if n_kl:
         result["valid_kl"] = float(kl) / n_kl
+        result["valid_active_units"] = active_units(torch.cat(mus))
     if translator is not None and sources:
         with autocast():
             hyps = [h[0][0] for h in translator.translate_text(list(sources))]
@@ -210,6 +213,14 @@ def reconstruction_report(hyp_ids: Sequence[Sequence[int]], ref_ids: Sequence[Se
                                 bleu_signature=sc.bleu_signature)
 
 
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
+    """Latent dimensions whose posterior mean mu (N, Z) varies across the N sentences by more than
+    `threshold` (Burda et al. 2016, https://arxiv.org/abs/1509.00519, sec. 5.2); 0 for one sentence."""
+    if mu.size(0) < 2:
+        return 0
+    return int((mu.float().var(dim=0, unbiased=True) > threshold).sum())
+
+
 @torch.inference_mode()
 def variational_report(model, tokenizer, sentences: Sequence[str], *, batch_size: int = 128,
                        device: torch.device | str = "cpu", active_threshold: float = 0.01,
@@ -245,7 +256,6 @@ def variational_report(model, tokenizer, sentences: Sequence[str], *, batch_size
     finally:
         torch.set_rng_state(gen_state)
     mu = torch.cat(mus)  # (N, Z)
-    var = mu.var(dim=0, unbiased=True) if mu.size(0) > 1 else torch.zeros(mu.size(1))  # (Z,)
     n = len(ids)
     return {"kl": kl_sum / n, "nll": nll_sum / n, "elbo": -(kl_sum + nll_sum) / n,
-            "active_units": int((var > active_threshold).sum()), "latent_dim": int(mu.size(1)), "n": n}
+            "active_units": active_units(mu, active_threshold), "latent_dim": int(mu.size(1)), "n": n}

@@ -29,11 +29,13 @@ class ModelOutput:
         logits: (B, T, V).
         attn: (B, T, S) attention over the source, or None.
         kl: scalar KL term of a variational bottleneck (summed over the batch), or None.
+        mu: (B, Z) posterior mean of a variational bottleneck, or None.
     """
 
     logits: Tensor
     attn: Optional[Tensor] = None
     kl: Optional[Tensor] = None
+    mu: Optional[Tensor] = None
 
 
 class EncoderDecoder(nn.Module):
@@ -71,7 +73,7 @@ class EncoderDecoder(nn.Module):
         """src (B, S), tgt_in (B, T) starting with BOS -> logits (B, T, V)."""
         enc = self.encode_full(src)
         out = self.decoder(tgt_in, enc.memory)
-        return ModelOutput(logits=out.logits, attn=out.attn, kl=enc.kl)
+        return ModelOutput(logits=out.logits, attn=out.attn, kl=enc.kl, mu=enc.mu)
 
 
 def _embedding(vocab: int, dim: int) -> nn.Embedding:

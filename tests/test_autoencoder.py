@@ -21,7 +21,7 @@ import torch
 from ae_tasks import ALPHABET, letters, seqed, train_all, write_config, write_corpus
 from seqed.autoencoder import decode_latents, encode_sentences
 from seqed.cli import main
-from seqed.evaluate import reconstruction_report
+from seqed.evaluate import active_units, reconstruction_report
 from seqed.inference import load_model
 from seqed.runlog import read_records
 from seqed.vocab import EOS_ID
@@ -138,16 +138,29 @@ def test_variational_kl_is_logged_positive_and_annealed(runs):
     for r in log:
         assert r["valid_kl"] > 0.1, r  # free bits keep the posterior away from the prior
         assert r["kl_weight"] == pytest.approx(min(1.0, r["step"] / KL_STEPS)), r
+        assert 0 <= r["valid_active_units"] <= 16, r
     report = evaluate_json(runs, "vae")
     v = report["variational"]
     assert v["kl"] > 0.1 and v["latent_dim"] == 16 and v["active_units"] >= 1 and v["n"] == 200
+    assert log[-1]["valid_active_units"] >= 1
     assert v["elbo"] == pytest.approx(-(v["nll"] + v["kl"]))
     assert report["token_accuracy"] >= 20, report
 
 
 def test_memory_log_has_no_kl(runs):
     log = read_records(run_dir(runs, "memory") / "train.log.jsonl")
-    assert log and all("valid_kl" not in r and "kl_weight" not in r for r in log)
+    assert log and all("valid_kl" not in r and "kl_weight" not in r and "valid_active_units" not in r for r in log)
+
+
+def test_active_units_count_dimensions_whose_mean_varies():
+    torch.manual_seed(0)
+    mu = torch.zeros(50, 5)
+    mu[:, 1] = torch.randn(50)  # variance ~1
+    mu[:, 3] = 0.5 * torch.randn(50)  # ~0.25
+    mu[:, 4] = 0.01 * torch.randn(50)  # ~1e-4: inactive (Burda et al.'s threshold is 0.01)
+    assert active_units(mu) == 2
+    assert active_units(mu, threshold=1e-6) == 3
+    assert active_units(mu[:1]) == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -130,3 +130,36 @@ def test_plot_attention_without_attention_is_an_error(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("seqed: error:") and "no attention" in err
     assert not (tmp_path / "a.png").exists()
+
+
+def _recipe_plots():
+    """recipes/autoencoder/plots.py as a module (a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "autoencoder" / "plots.py"
+    spec = importlib.util.spec_from_file_location("ae_plots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_vae_plot_reads_the_validations_of_a_training_log(tmp_path):
+    import matplotlib.image
+
+    rows = [{"step": 10, "loss": 5.0}]  # a log line between validations: skipped
+    rows += [{"step": s, "valid_nll": 3.0 - s / 1000, "valid_kl": 2.0 + s / 100, "kl_weight": min(1.0, s / 300),
+              "valid_active_units": min(16, s // 50)} for s in (100, 200, 300, 400)]
+    (tmp_path / "train.log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    plots = _recipe_plots()
+    series = plots.vae_series(tmp_path)
+    assert series["step"] == [100, 200, 300, 400]
+    assert series["valid_active_units"] == [2, 4, 6, 8]
+    assert plots.main(["vae", str(tmp_path), "--latent-dim", "16", "-o", str(tmp_path / "vae.png")]) == 0
+    assert matplotlib.image.imread(tmp_path / "vae.png").shape[2] in (3, 4)
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "train.log.jsonl").write_text(json.dumps({"step": 100, "valid_nll": 1.0}) + "\n")
+    with pytest.raises(SystemExit, match="not a variational run"):
+        plots.vae_series(tmp_path / "memory")
+    with pytest.raises(SystemExit, match="no training log"):
+        plots.vae_series(tmp_path / "missing")

@@ -9,6 +9,10 @@
   #     components, coloured by sentence length in words
   python recipes/autoencoder/plots.py codes runs/ae_rnn_code/test2016.codes.npy \
       --text $SEQED_DATA/multi30k/test2016.en -o recipes/autoencoder/codes.png
+
+  # (c) a VAE's validation KL (nats per sentence), KL weight and active units over training, from its
+  #     train.log.jsonl (run directory or the file)
+  python recipes/autoencoder/plots.py vae runs/ae_variational -o recipes/autoencoder/vae.png
 """
 
 from __future__ import annotations
@@ -92,6 +96,48 @@ def plot_codes(codes_path: Path, text_path: Path, out: Path) -> Path:
     return _save(fig, plt, out)
 
 
+def vae_series(log: Path) -> dict[str, list[float]]:
+    """The validations of a VAE's train.log.jsonl (a run directory or the file): step, valid_kl,
+    kl_weight, valid_active_units and valid_nll, one entry per validation."""
+    path = log / "train.log.jsonl" if log.is_dir() else log
+    if not path.is_file():
+        sys.exit(f"plots.py: no training log at {path}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if "valid_kl" in r]
+    if not rows:
+        sys.exit(f"plots.py: {path} has no validation with valid_kl: not a variational run")
+    keys = ("step", "valid_kl", "kl_weight", "valid_active_units", "valid_nll")
+    return {k: [r.get(k, float("nan")) for r in rows] for k in keys}
+
+
+def plot_vae(log: Path, out: Path, latent_dim: int | None = None) -> Path:
+    """Two panels against updates: validation KL with the KL weight, and active units."""
+    series = vae_series(log)
+    plt = _pyplot()
+    fig, (kl_ax, au_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    kl_ax.plot(series["step"], series["valid_kl"], marker="o", ms=3, label="KL(q(z|x) || p(z)), valid")
+    kl_ax.set_xlabel("updates")
+    kl_ax.set_ylabel("nats per sentence")
+    kl_ax.grid(alpha=0.3)
+    weight_ax = kl_ax.twinx()
+    weight_ax.plot(series["step"], series["kl_weight"], color="grey", ls="--", label="KL weight")
+    weight_ax.set_ylabel("KL weight")
+    weight_ax.set_ylim(0, 1.05)
+    handles = kl_ax.get_legend_handles_labels()[0] + weight_ax.get_legend_handles_labels()[0]
+    kl_ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
+    kl_ax.set_title("KL term and its annealed weight")
+    au_ax.plot(series["step"], series["valid_active_units"], marker="o", ms=3, color="C2")
+    if latent_dim:
+        au_ax.axhline(latent_dim, color="grey", lw=0.8)
+        au_ax.axhline(latent_dim / 2, color="grey", lw=0.8, ls=":")
+        au_ax.set_ylim(0, latent_dim * 1.05)
+    au_ax.set_xlabel("updates")
+    au_ax.set_ylabel("active units (Cov(E[z|x]) > 0.01)")
+    au_ax.grid(alpha=0.3)
+    au_ax.set_title("Active latent units on validation")
+    return _save(fig, plt, out)
+
+
 def _save(fig, plt, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -114,8 +160,14 @@ def main(argv=None) -> int:
     p.add_argument("codes", type=Path, help="the .npy file of `seqed encode`")
     p.add_argument("--text", type=Path, required=True, help="the sentences that were encoded, one per line")
     p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("vae", help="a VAE's validation KL, KL weight and active units over training")
+    p.add_argument("log", type=Path, help="the run directory (or its train.log.jsonl)")
+    p.add_argument("--latent-dim", type=int, default=None, help="draw the latent size and half of it")
+    p.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.what == "length":
+    if args.what == "vae":
+        plot_vae(args.log, args.output, args.latent_dim)
+    elif args.what == "length":
         labels = args.labels or [r.parent.name for r in args.reports]
         if len(labels) != len(args.reports):
             parser.error(f"{len(args.reports)} reports but {len(labels)} labels")
