@@ -44,6 +44,16 @@ def test_recipes_cover_what_the_readme_lists():
             "autoencoder/masked", "autoencoder/rnn_code_tied"} <= names
 
 
+def test_every_autoencoder_config_has_a_gpu_twin():
+    """recipes/autoencoder/X_gpu.yaml: X's data, tokenizer and model, on CUDA for 5 minutes."""
+    for name in ("rnn_code", "rnn_code_tied", "attention", "denoising", "variational", "masked"):
+        cpu = load_config(str(RECIPES / "autoencoder" / f"{name}.yaml"))
+        gpu = load_config(str(RECIPES / "autoencoder" / f"{name}_gpu.yaml"))
+        assert (gpu.data, gpu.tokenizer, gpu.model) == (cpu.data, cpu.tokenizer, cpu.model), name
+        assert gpu.train.device == "cuda" and gpu.train.max_minutes == 5, name
+        assert gpu.out_dir == cpu.out_dir + "_gpu", name
+
+
 def fake_multi30k(root: Path, splits: dict[str, int], langs=("en", "fr")) -> Path:
     """root/multi30k/<split>.<lang>: reversal pairs named like Multi30k's files."""
     task = root / "task"

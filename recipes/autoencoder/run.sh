@@ -30,6 +30,7 @@ if [ ! -f "$yaml" ]; then
   exit 2
 fi
 RUN=${RUN:-runs/ae_$config}
+kind=${config%_gpu}  # a GPU config (rnn_code_gpu, ...) is evaluated like its CPU twin
 BEAM=${BEAM:-1}
 DEVICE=${DEVICE:-auto}
 
@@ -59,17 +60,17 @@ touch "$RUN/train.done"
 
 # Models trained on clean reconstruction are selected on validation BLEU; noise-trained models
 # (validated on clean input, or not at all) and the VAE (its KL weight still rising early on) use the last.
-case $config in
+case $kind in
   rnn_code|rnn_code_tied|attention|mixed) ckpt=$RUN/checkpoint_best.pt ;;
   *) ckpt=$RUN/checkpoint_last.pt ;;
 esac
 
 echo "== [3/4] evaluating $ckpt on $test_en (beam $BEAM)"
-if [ "$config" != masked ]; then
+if [ "$kind" != masked ]; then
   seqed evaluate -c "$ckpt" -i "$test_en" --beam "$BEAM" --device "$DEVICE" \
     --json "$RUN/test2016.eval.json" > /dev/null
 fi
-case $config in
+case $kind in
   denoising) seqed evaluate -c "$ckpt" -i "$test_en" --beam "$BEAM" --device "$DEVICE" --noise mask=0.15 \
                --json "$RUN/test2016.mask15.eval.json" > /dev/null
              seqed evaluate -c "$ckpt" -i "$test_en" --device "$DEVICE" --noise mask=0.15 --fill \
