@@ -73,7 +73,7 @@ def data_dir() -> Path:
         candidates = [str(REPO.parent / "shared" / "data"), "/work/shared/data"]
     for c in candidates:
         if (Path(c) / "multi30k" / "train.en").is_file():
-            return Path(c).absolute()  # absolute, so `portable` names it $SEQED_DATA even when set relative
+            return Path(os.path.abspath(c))  # so `portable_paths` names it $SEQED_DATA even when set relative
     raise BenchError(f"no multi30k/train.en under {' or '.join(candidates)}: set SEQED_DATA to the directory "
                      f"that holds multi30k/ (see data/ manifests)")
 

@@ -76,8 +76,9 @@ def test_data_dir_honours_seqed_data(tmp_path, monkeypatch):
         benchlib.data_dir()  # a SEQED_DATA set on purpose never falls back to other data
     monkeypatch.setenv("SEQED_DATA", str(make_multi30k(tmp_path / "data")))
     assert benchlib.data_dir() == tmp_path / "data"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SEQED_DATA", "data")  # relative: made absolute, so results files say $SEQED_DATA/...
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setenv("SEQED_DATA", "../data")  # relative: made absolute, so results files say $SEQED_DATA/...
     assert benchlib.data_dir() == tmp_path / "data"
     assert benchlib.portable_paths(str(benchlib.data_dir() / "multi30k" / "test2016.en")) == "$SEQED_DATA/multi30k/test2016.en"
 
