@@ -17,6 +17,13 @@ identical except at the length limit.
 bf16 runs slowly on a CPU without native bf16 matrix units: `--bf16-limit N` translates only the first
 N sentences for that engine (its row says so, and its BLEU is then over those N only).
 
+On a shared machine one timing per engine is noisy: `--rounds N` times every engine N times, in
+alternating order (forward, then backward, ...), and reports the median. `--baseline REV` adds the
+CTranslate2 engines once more with `seqed/translator_ct2.py` as it was at git revision REV (rows
+`ctranslate2_int8@REV`, ...): the before/after of a change to the translator, in the same run.
+
+    python benchmarks/export_ctranslate2.py -c RUN/checkpoint_best.pt --rounds 3 --baseline cc5d83f
+
 Writes benchmarks/results/export_ctranslate2.json and the table in benchmarks/README.md.
 """
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -36,11 +44,35 @@ ENGINES = ("seqed_fp32", "seqed_bf16", "ctranslate2_fp32", "ctranslate2_int8")
 CT2_COMPUTE = {"ctranslate2_fp32": "float32", "ctranslate2_int8": "int8"}
 
 
+def translator_module_at(revision: str, work: str):
+    """`seqed/translator_ct2.py` as it was at git `revision`, imported as a module of its own (it uses
+    the current package for everything else)."""
+    import importlib.util
+    import subprocess
+
+    proc = subprocess.run(["git", "show", f"{revision}:seqed/translator_ct2.py"], cwd=benchlib.REPO,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"--baseline {revision}: git show failed: {proc.stderr.strip()}")
+    path = os.path.join(work, "translator_ct2_baseline.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(proc.stdout)
+    spec = importlib.util.spec_from_file_location("translator_ct2_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_translator(engine: str, loaded, ct2_dir: str, *, beam: int, length_penalty: float, batch_size: int,
-                    threads: int):
-    """The translator of one engine, with the checkpoint's length limits."""
+                    threads: int, baseline=None):
+    """The translator of one engine (`ctranslate2_X@REV`: the `baseline` module's), with the checkpoint's
+    length limits."""
     from seqed.translator import Translator
     from seqed.translator_ct2 import CTranslate2Translator
+
+    engine, at, _ = engine.partition("@")
+    if at:
+        CTranslate2Translator = baseline.CTranslate2Translator  # noqa: N806
 
     s = loaded.config.search
     common = dict(beam_size=beam, length_penalty=length_penalty, max_len_a=s.max_len_a, max_len_b=s.max_len_b,
@@ -52,21 +84,26 @@ def make_translator(engine: str, loaded, ct2_dir: str, *, beam: int, length_pena
     return CTranslate2Translator(ct2_dir, compute_type=CT2_COMPUTE[engine], threads=threads, **common)
 
 
-def measure(translator, sentences: list[str], refs: list[str], *, warmup: int) -> dict:
-    """Translate `sentences` once after an untimed warm-up; rates, BLEU and the output."""
-    from seqed.scoring import score
-
-    if warmup:
-        translator.translate_text(sentences[:warmup])
+def timed(translator, sentences: list[str]) -> tuple[float, list]:
+    """Seconds to translate `sentences` (text to text), and the hypotheses."""
     start = time.perf_counter()
     hyps = translator.translate(sentences)
+    translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+    return time.perf_counter() - start, hyps
+
+
+def summarize(translator, hyps: list, seconds: list[float], refs: list[str]) -> dict:
+    """Rates at the median of the rounds' `seconds`, BLEU and the output of `hyps`."""
+    from seqed.scoring import score
+
     texts = translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-    seconds = time.perf_counter() - start
+    median = statistics.median(seconds)
     out_tokens = sum(len(h[0].tokens) for h in hyps)
     sc = score(texts, refs)
-    return {"seconds": round(seconds, 3), "sentences": len(sentences), "output_tokens": out_tokens,
-            "sentences_per_s": len(sentences) / seconds, "output_tokens_per_s": out_tokens / seconds,
-            "bleu": sc.bleu, "chrf": sc.chrf, "bleu_signature": sc.bleu_signature, "output": texts}
+    return {"seconds": round(median, 3), "round_seconds": [round(x, 3) for x in seconds], "sentences": len(hyps),
+            "output_tokens": out_tokens, "sentences_per_s": len(hyps) / median,
+            "output_tokens_per_s": out_tokens / median, "bleu": sc.bleu, "chrf": sc.chrf,
+            "bleu_signature": sc.bleu_signature, "output": texts}
 
 
 def table(payload: dict) -> str:
@@ -105,6 +142,10 @@ def main(argv=None) -> int:
     p.add_argument("--bf16-limit", type=int, default=0, help="first N sentences only for seqed_bf16 (0 = as --limit)")
     p.add_argument("--warmup", type=int, default=16, help="untimed sentences translated first (default 16)")
     p.add_argument("--threads", type=int, default=2, help="torch and CTranslate2 threads (default 2)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every engine this many times, alternating the order; report the median (default 1)")
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="also run the CTranslate2 engines with seqed/translator_ct2.py of git revision REV")
     p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
     args = p.parse_args(argv)
@@ -115,6 +156,8 @@ def main(argv=None) -> int:
 
         if args.threads < 1:
             raise BenchError(f"--threads must be positive (both engines get the same count), got {args.threads}")
+        if args.rounds < 1:
+            raise BenchError(f"--rounds must be at least 1, got {args.rounds}")
         benchlib.set_threads(args.threads)
         ct2 = require_ctranslate2()
         sentences, refs = benchlib.test_set(args)
@@ -135,16 +178,32 @@ def main(argv=None) -> int:
             except ExportError as err:
                 raise BenchError(str(err)) from None
             export_seconds = time.perf_counter() - start
-            for engine in args.engines:
+            names = list(args.engines)
+            baseline = None
+            if args.baseline:
+                baseline = translator_module_at(args.baseline, work)
+                names += [f"{e}@{args.baseline}" for e in args.engines if e.startswith("ctranslate2_")]
+            translators, sizes, seconds, hyps = {}, {}, {e: [] for e in names}, {}
+            for engine in names:
                 n = args.bf16_limit if engine == "seqed_bf16" and args.bf16_limit else len(sentences)
-                print(f"[{SECTION}] {engine} on {n} sentences ...", file=sys.stderr, flush=True)
-                translator = make_translator(engine, loaded, ct2_dir, beam=args.beam, length_penalty=alpha,
-                                             batch_size=batch_size, threads=args.threads)
-                r = measure(translator, sentences[:n], refs[:n], warmup=min(args.warmup, n))
+                translators[engine] = make_translator(engine, loaded, ct2_dir, beam=args.beam, length_penalty=alpha,
+                                                      batch_size=batch_size, threads=args.threads, baseline=baseline)
+                sizes[engine] = n
+                if args.warmup:
+                    translators[engine].translate_text(sentences[:min(args.warmup, n)])
+            for r in range(args.rounds):
+                for engine in names if r % 2 == 0 else names[::-1]:
+                    n = sizes[engine]
+                    print(f"[{SECTION}] round {r + 1}/{args.rounds}: {engine} on {n} sentences ...",
+                          file=sys.stderr, flush=True)
+                    took, out = timed(translators[engine], sentences[:n])
+                    seconds[engine].append(took)
+                    hyps.setdefault(engine, out)
+                    print(f"[{SECTION}]   {n / took:.1f} sent/s", file=sys.stderr, flush=True)
+            for engine in names:
+                r = summarize(translators[engine], hyps[engine], seconds[engine], refs[:sizes[engine]])
                 outputs[engine] = r.pop("output")
                 engines[engine] = r
-                print(f"[{SECTION}]   {r['sentences_per_s']:.1f} sent/s, BLEU {r['bleu']}", file=sys.stderr,
-                      flush=True)
         if "seqed_fp32" in outputs:
             ref_out = outputs["seqed_fp32"]
             for engine, out in outputs.items():
@@ -153,7 +212,8 @@ def main(argv=None) -> int:
                    "config": {"checkpoint": args.checkpoint, "step": loaded.step, "src": args.src, "ref": args.ref,
                               "sentences": len(sentences), "beam": args.beam, "length_penalty": alpha,
                               "max_len_a": s.max_len_a, "max_len_b": s.max_len_b, "batch_size": batch_size,
-                              "threads": args.threads, "warmup_sentences": args.warmup,
+                              "threads": args.threads, "warmup_sentences": args.warmup, "rounds": args.rounds,
+                              "baseline": args.baseline,
                               "bf16_limit": args.bf16_limit, "export_seconds": round(export_seconds, 2),
                               "ctranslate2_version": ct2.__version__,
                               "ctranslate2_compute_types": sorted(ct2.get_supported_compute_types("cpu"))},

@@ -240,6 +240,17 @@ def test_benchmark_runs_every_engine(trained, tmp_path):
     assert engines["seqed_bf16"]["sentences"] == 3 and engines["ctranslate2_int8"]["sentences"] == 8
     assert all(r["sentences_per_s"] > 0 and 0 <= r["bleu"] <= 100 for r in engines.values())
     assert engines["seqed_fp32"]["same_as_seqed_fp32"] == 1.0
+    # --rounds: every engine timed N times (median reported); --baseline: the translator of a git revision
+    assert benchmark.main(["-c", str(ckpt), "--src", str(src), "--ref", str(ref), "--engines", "ctranslate2_int8",
+                           "--rounds", "2", "--baseline", "HEAD", "--warmup", "0", "--threads", "1",
+                           "--out", str(out), "--no-readme"]) == 0
+    result = json.loads(out.read_text())
+    engines = result["engines"]
+    assert set(engines) == {"ctranslate2_int8", "ctranslate2_int8@HEAD"} and result["config"]["rounds"] == 2
+    assert all(len(r["round_seconds"]) == 2 and r["seconds"] == pytest.approx(sum(r["round_seconds"]) / 2, abs=2e-3)
+               for r in engines.values())
+    assert benchmark.main(["-c", str(ckpt), "--src", str(src), "--ref", str(ref), "--baseline", "no-such-rev",
+                           "--engines", "ctranslate2_int8", "--out", str(out), "--no-readme"]) == 2
 
 
 def test_cli_export_and_translate_with_ctranslate2(trained, tmp_path):
