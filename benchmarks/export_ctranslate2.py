@@ -84,19 +84,18 @@ def make_translator(engine: str, loaded, ct2_dir: str, *, beam: int, length_pena
     return CTranslate2Translator(ct2_dir, compute_type=CT2_COMPUTE[engine], threads=threads, **common)
 
 
-def timed(translator, sentences: list[str]) -> tuple[float, list]:
-    """Seconds to translate `sentences` (text to text), and the hypotheses."""
+def timed(translator, sentences: list[str]) -> tuple[float, list, list[str]]:
+    """Seconds to translate `sentences` (text to text), the hypotheses and their text."""
     start = time.perf_counter()
     hyps = translator.translate(sentences)
-    translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-    return time.perf_counter() - start, hyps
+    texts = translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+    return time.perf_counter() - start, hyps, texts
 
 
-def summarize(translator, hyps: list, seconds: list[float], refs: list[str]) -> dict:
-    """Rates at the median of the rounds' `seconds`, BLEU and the output of `hyps`."""
+def summarize(hyps: list, texts: list[str], seconds: list[float], refs: list[str]) -> dict:
+    """Rates at the median of the rounds' `seconds`, BLEU and the output `texts` of `hyps`."""
     from seqed.scoring import score
 
-    texts = translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
     median = statistics.median(seconds)
     out_tokens = sum(len(h[0].tokens) for h in hyps)
     sc = score(texts, refs)
@@ -196,12 +195,12 @@ def main(argv=None) -> int:
                     n = sizes[engine]
                     print(f"[{SECTION}] round {r + 1}/{args.rounds}: {engine} on {n} sentences ...",
                           file=sys.stderr, flush=True)
-                    took, out = timed(translators[engine], sentences[:n])
+                    took, *out = timed(translators[engine], sentences[:n])
                     seconds[engine].append(took)
-                    hyps.setdefault(engine, out)
+                    hyps.setdefault(engine, out)  # (hypotheses, texts) of the first round
                     print(f"[{SECTION}]   {n / took:.1f} sent/s", file=sys.stderr, flush=True)
             for engine in names:
-                r = summarize(translators[engine], hyps[engine], seconds[engine], refs[:sizes[engine]])
+                r = summarize(*hyps[engine], seconds[engine], refs[:sizes[engine]])
                 outputs[engine] = r.pop("output")
                 engines[engine] = r
         if "seqed_fp32" in outputs:

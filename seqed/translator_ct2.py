@@ -146,10 +146,10 @@ class CTranslate2Translator(TextOutput):
                           f"{self.max_src_len} tokens (EOS included) were truncated; raise max_src_len to keep "
                           f"them whole", stacklevel=3)
         limits = {i: self._limit(min(len(x), keep) + 1) for i, x in enumerate(ids) if len(x)}
-        source = {i: [self._src_pieces[t] for t in list(ids[i])[:keep]] for i, limit in limits.items() if limit}
-        # (limit 0: nothing may be emitted, the empty hypothesis stands)
+        limits = {i: limit for i, limit in limits.items() if limit}  # 0: nothing may be emitted, "" stands
+        source = {i: [self._src_pieces[t] for t in list(ids[i])[:keep]] for i in limits}
         again: dict[int, list[int]] = defaultdict(list)  # own limit -> sentences to search under it
-        for members in self._batches({i: limits[i] for i in source}, {i: len(ids[i]) for i in source}):
+        for members in self._batches(limits, {i: len(ids[i]) for i in limits}):
             limit = max(limits[i] for i in members)
             for i, (hyps, steps) in zip(members, self._search([source[i] for i in members], limit)):
                 if steps >= limits[i] and limits[i] < limit:
@@ -166,7 +166,7 @@ class CTranslate2Translator(TextOutput):
         the length of its longest returned hypothesis in greedy search and with GNMT re-ranking (all
         ended hypotheses returned); beam search with alpha 0 may return a shorter one than the last
         step's, so there batches hold one limit each (nothing is ever searched again)."""
-        one_limit = self.beam_size > 1 and self.length_penalty == 0
+        one_limit = self.beam_size > 1 and not self._gnmt
         order = sorted(limits, key=lambda i: (limits[i], lengths[i]) if one_limit else lengths[i])
         batches: list[list[int]] = []
         for i in order:
@@ -176,6 +176,11 @@ class CTranslate2Translator(TextOutput):
             batches[-1].append(i)
         return batches
 
+    @property
+    def _gnmt(self) -> bool:
+        """Beam search with a length penalty: every ended hypothesis is returned and re-ranked by seqed."""
+        return self.beam_size > 1 and self.length_penalty != 0
+
     def _limit(self, src_len: int) -> int:
         """seqed.search.max_lengths for one sentence, |src| counting EOS, then at least min_len."""
         limit = min(max(math.floor(src_len * self.max_len_a + self.max_len_b), 0), self.max_len_cap)
@@ -184,7 +189,7 @@ class CTranslate2Translator(TextOutput):
     def _search(self, source: list[list[str]], limit: int) -> list[tuple[list[Hypothesis], int]]:
         """Translate sentences under the output length limit `limit` (>= 1): per sentence its hypotheses
         and the steps its search ran (the most tokens, EOS included, of anything CTranslate2 returned)."""
-        gnmt = self.beam_size > 1 and self.length_penalty != 0
+        gnmt = self._gnmt
         candidates = round(self.beam_size * self.patience) if gnmt else self.nbest
         outputs = self.translator.translate_batch(
             source, max_batch_size=self.batch_size, beam_size=self.beam_size, patience=self.patience,

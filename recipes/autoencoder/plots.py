@@ -102,8 +102,9 @@ def vae_series(log: Path) -> dict[str, list[float]]:
     path = log / "train.log.jsonl" if log.is_dir() else log
     if not path.is_file():
         sys.exit(f"plots.py: no training log at {path}")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if "valid_kl" in r]
+    from seqed.runlog import read_records
+
+    rows = [r for r in read_records(path) if "valid_kl" in r]
     if not rows:
         sys.exit(f"plots.py: {path} has no validation with valid_kl: not a variational run")
     keys = ("step", "valid_kl", "kl_weight", "valid_active_units", "valid_nll")
