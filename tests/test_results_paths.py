@@ -13,7 +13,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import benchlib  # noqa: E402
 
-RESULTS = sorted([*REPO.glob("benchmarks/results/*.json"), *REPO.glob("recipes/**/results/*.json")])
+RESULTS = sorted([*REPO.glob("benchmarks/results/*.json"), *REPO.glob("recipes/**/results/**/*.json")])
 
 
 def test_portable_paths_rewrites_nested_and_embedded_paths():

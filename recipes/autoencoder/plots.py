@@ -64,7 +64,7 @@ def plot_length(reports: list[Path], labels: list[str], out: Path, metric: str =
     ax.set_ylabel(names[metric])
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title("Reconstruction of test2016 by sentence length")
     return _save(fig, plt, out)
 
