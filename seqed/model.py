@@ -26,7 +26,7 @@ class ModelOutput:
     """Teacher-forced output.
 
     Attributes:
-        logits: (B, T, V).
+        logits: (B, T, V); (N, V) for the N positions kept by `forward(..., keep)`.
         attn: (B, T, S) attention over the source, or None.
         kl: scalar KL term of a variational bottleneck (summed over the batch), or None.
         mu: (B, Z) posterior mean of a variational bottleneck, or None.
@@ -69,10 +69,14 @@ class EncoderDecoder(nn.Module):
         """src (B, S) long, PAD padded -> the Memory the decoder sees."""
         return self.encode_full(src).memory
 
-    def forward(self, src: Tensor, tgt_in: Tensor) -> ModelOutput:
-        """src (B, S), tgt_in (B, T) starting with BOS -> logits (B, T, V)."""
+    def forward(self, src: Tensor, tgt_in: Tensor, keep: Optional[Tensor] = None) -> ModelOutput:
+        """src (B, S), tgt_in (B, T) starting with BOS -> logits (B, T, V).
+
+        With `keep` (B, T) bool, logits are (N, V) for the N kept positions (row-major): the training
+        loss of a masked autoencoder needs the vocabulary projection at the masked positions only.
+        """
         enc = self.encode_full(src)
-        out = self.decoder(tgt_in, enc.memory)
+        out = self.decoder(tgt_in, enc.memory) if keep is None else self.decoder(tgt_in, enc.memory, keep)
         return ModelOutput(logits=out.logits, attn=out.attn, kl=enc.kl, mu=enc.mu)
 
 

@@ -112,7 +112,13 @@ class Update:
         ctx = self.net.no_sync() if (not sync and hasattr(self.net, "no_sync")) else contextlib.nullcontext()
         with ctx:
             with self.autocast():
-                out = self.net(src, tgt_in)
+                if self.t.loss_on == "masked":
+                    # Only the masked positions are scored: project just those to the vocabulary.
+                    keep = tgt_out != PAD_ID  # (B, T)
+                    out = self.net(src, tgt_in, keep)
+                    tgt_out = tgt_out[keep]  # (N,), the order of out.logits' rows
+                else:
+                    out = self.net(src, tgt_in)
             lo = label_smoothed_nll(out.logits, tgt_out, smoothing=self.t.label_smoothing)
             loss = lo.loss if out.kl is None else lo.loss + beta * out.kl
             self.scaler.scale(loss * scale).backward()

@@ -27,7 +27,8 @@ class DecoderOutput:
     """Teacher-forced decoder output.
 
     Attributes:
-        logits: (B, T, V) unnormalised scores for the next token.
+        logits: (B, T, V) unnormalised scores for the next token; (N, V) for the N kept positions
+            (row-major) when the decoder was given `keep`.
         attn: (B, T, S) attention over source positions (averaged over heads/layers as the decoder
             defines it), or None for decoders without attention.
     """

@@ -117,18 +117,20 @@ class RNNDecoder(nn.Module):
 
     # -- the contract ----------------------------------------------------------------------------
 
-    def forward(self, tokens: Tensor, memory: Memory) -> DecoderOutput:
+    def forward(self, tokens: Tensor, memory: Memory, keep: Optional[Tensor] = None) -> DecoderOutput:
         """Teacher forcing over a whole prefix.
 
         Args:
             tokens: (B, T) long, starting with BOS (right padding only affects the padded positions).
             memory: encoder output; states (B, S, M) and mask (B, S) are read only with attention.
+            keep: (B, T) bool, or None: project only these positions to the vocabulary.
 
         Returns:
-            DecoderOutput with logits (B, T, V) and attn (B, T, S) (None without attention).
+            DecoderOutput with logits (B, T, V), or (N, V) for the N kept positions, and attn (B, T, S)
+            (None without attention).
         """
         readout, attn, _ = self._decode(self._inputs(tokens, memory), memory, self.init_state(memory))
-        return DecoderOutput(logits=self.output(readout), attn=attn)
+        return DecoderOutput(logits=self.output(readout if keep is None else readout[keep]), attn=attn)
 
     def init_state(self, memory: Memory) -> RNNState:
         """Bridged initial hidden (and cell) states from memory.code; attention keys computed once."""

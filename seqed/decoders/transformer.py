@@ -152,16 +152,18 @@ class TransformerDecoder(nn.Module):
         self.d_head = d_model // heads
         self.need_attn = need_attn
 
-    def forward(self, tokens: Tensor, memory: Memory) -> DecoderOutput:
+    def forward(self, tokens: Tensor, memory: Memory, keep: Optional[Tensor] = None) -> DecoderOutput:
         """Teacher forcing over a whole prefix.
 
         Args:
             tokens: (B, T) long, starting with BOS (right padding is harmless: causal attention keeps
                 real positions from seeing it).
             memory: encoder output, states (B, S, memory_size), mask (B, S).
+            keep: (B, T) bool, or None: project only these positions to the vocabulary.
 
         Returns:
-            DecoderOutput with logits (B, T, V) and, if `need_attn`, attn (B, T, S).
+            DecoderOutput with logits (B, T, V), or (N, V) for the N kept positions, and, if
+            `need_attn`, attn (B, T, S).
         """
         x = self.embed(tokens)  # (B, T, D)
         cross_mask = key_mask(memory.mask)  # (B, 1, 1, S)
@@ -171,7 +173,8 @@ class TransformerDecoder(nn.Module):
             cross_k, cross_v = layer.cross_attn.project_kv(memory.states)  # (B, h, S, dh)
             x, _, a = layer(x, cross_k, cross_v, cross_mask, need_attn=self.need_attn and i == last)
             attn = a if a is not None else attn
-        return DecoderOutput(logits=self.output(self.norm(x)), attn=attn)
+        x = self.norm(x)  # (B, T, D)
+        return DecoderOutput(logits=self.output(x if keep is None else x[keep]), attn=attn)
 
     def init_state(self, memory: Memory) -> TransformerState:
         """Empty self-attention caches and the memory's cross-attention keys/values, once per sentence."""
