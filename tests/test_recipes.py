@@ -131,8 +131,9 @@ def test_autoencoder_recipe_runs_end_to_end(tmp_path):
     raw = fake_multi30k(tmp_path / "raw", {"train": 300, "val": 20, "test2016": 25}, langs=("en", "unused"))
     run = tmp_path / "run"
     env = recipe_env(SEQED_DATA=str(raw), RUN=str(run))
-    proc = run_recipe("autoencoder/run.sh", ["denoising", *TINY_TRANSFORMER, *TINY_TRAIN, "train.precision=fp32"],
-                      env)
+    tiny_gru = ["model.encoder.hidden=16", "model.encoder.embed_dim=32", "model.decoder.hidden=32",
+                "model.decoder.embed_dim=32"]  # the recipe's biGRU + attention, 2 x 16 = 32-wide states
+    proc = run_recipe("autoencoder/run.sh", ["denoising", *tiny_gru, *TINY_TRAIN], env)
     result = json.loads((run / "results.json").read_text())
     assert result["config"] == "denoising" and result["checkpoint"] == "checkpoint_last.pt"
     assert result["noise"] == {"drop": 0.1, "mask": 0.15, "shuffle_k": 3}
