@@ -76,7 +76,7 @@ class EncoderDecoder(nn.Module):
         loss of a masked autoencoder needs the vocabulary projection at the masked positions only.
         """
         enc = self.encode_full(src)
-        out = self.decoder(tgt_in, enc.memory) if keep is None else self.decoder(tgt_in, enc.memory, keep)
+        out = self.decoder(tgt_in, enc.memory, keep)
         return ModelOutput(logits=out.logits, attn=out.attn, kl=enc.kl, mu=enc.mu)
 
 
