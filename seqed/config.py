@@ -153,7 +153,8 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
     weight_decay: float = 0.0
-    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant
+    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant | wsd (needs max_steps)
+    decay_fraction: float = 0.2  # wsd: the last fraction of max_steps decays linearly to min_lr
     warmup: int = 100
     plateau_factor: float = 0.5
     plateau_patience: int = 2
@@ -280,6 +281,10 @@ class Config:
             self.data.noise.validate()
         except ValueError as err:
             raise ConfigError(f"data.noise: {err}") from None
+        if self.train.schedule == "wsd" and (self.train.max_steps <= 0 or not 0 < self.train.decay_fraction <= 1):
+            raise ConfigError(f"train.schedule=wsd decays over the last train.decay_fraction of train.max_steps: set "
+                              f"train.max_steps > 0 and 0 < train.decay_fraction <= 1 (got max_steps="
+                              f"{self.train.max_steps}, decay_fraction={self.train.decay_fraction})")
         if self.model.code_dim < 0 or self.model.free_bits < 0:
             raise ConfigError("model.code_dim and model.free_bits must be >= 0")
         if self.train.kl_anneal_steps < 0 or self.train.kl_cycles < 1:

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules: warmup + inverse square root (noam), plateau, constant."""
+"""Optimizers and learning-rate schedules: warmup + inverse square root (noam), plateau, constant,
+warmup-stable-decay (wsd)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULES = ("noam", "plateau", "constant")  # see Schedule
+SCHEDULES = ("noam", "plateau", "constant", "wsd")  # see Schedule
 
 
 def build_optimizer(params, *, name: str = "adamw", lr: float = 1e-3, betas=(0.9, 0.98), eps: float = 1e-9,
@@ -33,15 +34,24 @@ class Schedule:
     * ``plateau``: linear warmup, then multiply by `factor` after `patience` validations without
       improvement of the monitored loss, down to `min_lr`.
     * ``constant``: linear warmup, then `lr`.
+    * ``wsd``: warmup-stable-decay: linear warmup, `lr` until the last `decay_fraction` of `total`
+      steps, then linear decay to `min_lr` at step `total` (the "cooldown" of Hu et al. 2024, MiniCPM,
+      https://arxiv.org/abs/2404.06395): a fixed budget's last steps settle in a minimum instead of
+      bouncing around it at the peak rate. `total` is `train.max_steps`.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, kind: str = "noam", lr: float = 1e-3,
-                 warmup: int = 0, factor: float = 0.5, patience: int = 2, min_lr: float = 1e-6):
+                 warmup: int = 0, factor: float = 0.5, patience: int = 2, min_lr: float = 1e-6,
+                 total: int = 0, decay_fraction: float = 0.2):
         if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}: use one of {', '.join(SCHEDULES)}")
+        if kind == "wsd" and (total <= 0 or not 0.0 < decay_fraction <= 1.0):
+            raise ValueError(f"schedule wsd needs total > 0 steps and 0 < decay_fraction <= 1, got total={total}, "
+                             f"decay_fraction={decay_fraction}")
         self.optimizer = optimizer
         self.kind, self.peak, self.warmup = kind, lr, warmup
         self.factor, self.patience, self.min_lr = factor, patience, min_lr
+        self.total, self.decay_steps = total, max(1, round(decay_fraction * total)) if total > 0 else 0
         self.scale = 1.0  # plateau reductions so far
         self.best = math.inf
         self.bad = 0
@@ -55,6 +65,12 @@ class Schedule:
             if self.warmup == 0:
                 decay = 1.0 / math.sqrt(step)
             return self.peak * min(warm, decay) if self.warmup > 0 else self.peak * decay
+        if self.kind == "wsd":
+            left = self.total - step  # steps after this one; 0 at the last
+            if left < self.decay_steps:
+                frac = max(left, 0) / self.decay_steps
+                return self.min_lr + (self.peak - self.min_lr) * frac * warm
+            return self.peak * warm
         return max(self.peak * self.scale, self.min_lr) * warm
 
     def set_step(self, step: int) -> float:

@@ -111,7 +111,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr, betas=t.betas,
                                          eps=t.eps, weight_decay=t.weight_decay)
         self.schedule = Schedule(self.optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup,
-                                 factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr)
+                                 factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr,
+                                 total=t.max_steps, decay_fraction=t.decay_fraction)
         self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16" and self.device.type == "cuda"))
         src_lens, tgt_lens = self.data.train.lengths()
         self.sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens=t.max_tokens,

@@ -86,3 +86,28 @@ def test_a_nonfinite_update_is_skipped_on_the_device_exactly(fused):
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(after[1]["state"][i][k])), k
     skip_on_device(opt, torch.tensor(True))  # and the next good update is applied
     assert not torch.equal(before[0]["weight"], model.weight)
+
+
+def test_wsd_schedule_warms_holds_then_decays_to_min_lr():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = Schedule(opt, kind="wsd", lr=1e-3, warmup=10, min_lr=0.0, total=100, decay_fraction=0.2)
+    assert math.isclose(s.lr_at(5), 5e-4)
+    assert s.lr_at(10) == s.lr_at(50) == s.lr_at(80) == 1e-3   # stable until the last 20 steps
+    assert math.isclose(s.lr_at(90), 5e-4)                     # halfway down
+    assert s.lr_at(100) == 0.0 and s.lr_at(120) == 0.0         # the last update and beyond: min_lr
+    lrs = [s.lr_at(k) for k in range(80, 101)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_wsd_schedule_needs_a_step_budget():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="total > 0"):
+        Schedule(opt, kind="wsd", lr=1e-3, total=0)
+    from seqed.config import Config, ConfigError
+
+    cfg = Config()
+    cfg.train.schedule = "wsd"
+    with pytest.raises(ConfigError, match="train.max_steps > 0"):
+        cfg.validate()
+    cfg.train.max_steps = 1000
+    cfg.validate()
