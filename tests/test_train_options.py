@@ -106,3 +106,16 @@ def test_fp16_gradient_scaler_on_cuda(tiny):
     resumed.setup()
     assert resumed.scaler.is_enabled() and resumed.scaler.get_scale() == saved["scale"]
     assert resumed._loop().step == 12
+
+
+def test_wsd_schedule_ends_at_min_lr_and_warns_when_a_budget_cuts_it_short(tiny, capsys):
+    cfg, run = tiny
+    trainer, state = train(cfg, "train.schedule=wsd", "train.warmup=2", "train.max_steps=10",
+                           "train.decay_fraction=0.5", "train.min_lr=0", "train.valid_every=5")
+    assert state.step == 10 and trainer.optimizer.param_groups[0]["lr"] == 0.0
+    assert [round(r["lr"] / 2e-3, 6) for r in log_of(run)] == [1.0, 0.0]  # peak at step 5 (decay 6-10)
+    assert "wsd schedule decays" not in capsys.readouterr().err
+    # An epoch limit (like train.max_minutes) stops the run before the decay: say so.
+    train(cfg, "train.schedule=wsd", "train.max_steps=100000", "train.max_epochs=1", "train.valid_every=5",
+          f"out_dir={run}_short")
+    assert "the wsd schedule decays over steps 80000-100000, but training stopped at step" in capsys.readouterr().err
