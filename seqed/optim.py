@@ -51,7 +51,7 @@ class Schedule:
         self.optimizer = optimizer
         self.kind, self.peak, self.warmup = kind, lr, warmup
         self.factor, self.patience, self.min_lr = factor, patience, min_lr
-        self.total, self.decay_steps = total, max(1, round(decay_fraction * total)) if total > 0 else 0
+        self.total, self.decay_steps = total, max(1, round(decay_fraction * total))  # wsd only
         self.scale = 1.0  # plateau reductions so far
         self.best = math.inf
         self.bad = 0
