@@ -267,9 +267,10 @@ class Trainer:
                      f"Resume with: {self.resume_command}")
         else:
             self.log(f"done: {stop_reason} at step {st.step}; checkpoints in {self.out}")
-            if t.schedule == "wsd" and st.step < t.max_steps:
-                self.log(f"note: the wsd schedule decays over steps {self.schedule.total - self.schedule.decay_steps}"
-                         f"-{t.max_steps}, but training stopped at step {st.step} (learning rate "
+            sched = self.schedule
+            if sched.kind == "wsd" and st.step < sched.total:
+                self.log(f"note: the wsd schedule decays over steps {sched.total - sched.decay_steps}-{sched.total}, "
+                         f"but training stopped at step {st.step} (learning rate "
                          f"{self.optimizer.param_groups[0]['lr']:.2e}): "
                          f"set train.max_steps to the updates your budget reaches")
         return st
