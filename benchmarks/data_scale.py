@@ -7,7 +7,7 @@ take half an hour). One SentencePiece model (8k joint unigram, trained once on t
 through `tokenizer.model`, so the numbers are encoding, not tokenizer training. Measured, each in a fresh
 process:
 
-* preprocess: `seqed.preprocess.preprocess` with `--workers` encoding processes: pairs/s, wall time,
+* preprocess: `seqed.data.preprocess.preprocess` with `--workers` encoding processes: pairs/s, wall time,
   peak RSS of the main process and of the largest worker, bytes on disk.
 * train_1proc: `python -m seqed train ... train.max_steps=1` on the binarized directory: process start to
   the end of the first update (the wall clock of the first line of `train.log.jsonl`), process start to
@@ -100,7 +100,7 @@ def run_child(code: str, env: dict) -> str:
 PREPROCESS = """
 import json, resource, sys, time
 from seqed.config import load_config
-from seqed.preprocess import preprocess
+from seqed.data.preprocess import preprocess
 cfg = load_config(None, {overrides!r})
 tick = time.perf_counter()
 d = preprocess(cfg, lambda m: print(m, file=sys.stderr), workers={workers}, progress=False)
@@ -121,7 +121,7 @@ import json, resource, time
 tick = time.perf_counter()
 import torch
 from seqed.data.batching import TokenBatchSampler
-from seqed.data.binarized import BinarizedData
+from seqed.data.store import BinarizedData
 imported = time.perf_counter()
 data = BinarizedData({directory!r})
 sampler = TokenBatchSampler(*data.lengths(), max_tokens=4096, seed=1, num_shards={world}, shard_index={rank})

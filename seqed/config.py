@@ -53,7 +53,7 @@ class CorpusConfig:
     src_field: Optional[str] = None
     tgt_field: Optional[str] = None
     limit: Optional[int] = None
-    weight: float = 1.0         # share of an epoch when data.train lists several corpora (seqed.data.binarized)
+    weight: float = 1.0         # share of an epoch when data.train lists several corpora (seqed.data.store)
 
 
 @dataclass

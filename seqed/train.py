@@ -28,12 +28,12 @@ from seqed.checkpoint import (Checkpoint, init_weights, remove_stale_temps, rest
                               save_step)
 from seqed.config import Config, to_dict
 from seqed.data.batching import TokenBatchSampler
-from seqed.data.pipeline import prepare_data, train_tokenizer
+from seqed.data.pipeline import prepare_data
+from seqed.data.preprocess import build_missing, train_tokenizer
 from seqed.evaluate import Validator
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.noise import Noiser
 from seqed.optim import Schedule, build_optimizer
-from seqed.preprocess import build_for_ranks
 from seqed.runlog import RunLog
 from seqed.runtime import (Dist, StopSignals, TrainingError, all_reduce_sum, broadcast_object, cpu_lacks_native,
                            device_kind, gather_rng, init_distributed, resolve_device, seed_everything, set_rng_state, versions)
@@ -83,8 +83,14 @@ class Trainer:
         ckpt = resume_checkpoint(self.out, to_dict(cfg), resume=self.resume)
         seed_everything(t.seed)
         tokenizer = Tokenizer.from_dict(ckpt["tokenizer"]) if ckpt else None
-        if cfg.data.binarized:  # rank 0 builds it when missing; the tokenizer is the directory's
-            build_for_ranks(cfg, self.dist, self.log, tokenizer=tokenizer, progress=self.progress)
+        if cfg.data.binarized and self.dist.world > 1:  # rank 0 builds a missing store while the others wait
+            failure = (build_missing(cfg, self.log, tokenizer=tokenizer, progress=self.progress)
+                       if self.dist.main else None)
+            message = broadcast_object(None if failure is None else str(failure), self.dist)  # the first collective
+            if failure is not None:
+                raise failure
+            if message is not None:
+                raise TrainingError(f"rank 0 could not preprocess the training data: {message}")
         elif tokenizer is None and self.dist.world > 1:  # rank 0 trains it, every rank gets the same model
             tokenizer = Tokenizer.from_dict(broadcast_object(
                 train_tokenizer(cfg, self.log).to_dict() if self.dist.main else None, self.dist))

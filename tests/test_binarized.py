@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seqed.data.batching import ParallelData, TokenBatchSampler
-from seqed.data.binarized import (BinarizedData, BinarizedError, BinarizedWriter, epoch_sizes, id_dtype,
+from seqed.data.store import (BinarizedData, BinarizedError, BinarizedWriter, epoch_sizes, id_dtype,
                                   stored_positions)
 from seqed.tokenizer import Tokenizer
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqed.data import (Batch, FilterReport, ParallelData, TokenBatchSampler, collate, filter_pairs, load_hf,
-                        read_lines, read_monolingual, read_parallel, read_tsv)
+from seqed.data import Batch, FilterReport, ParallelData, TokenBatchSampler, collate, filter_pairs
+from seqed.data.corpus import load_hf, read_lines, read_monolingual, read_parallel, read_tsv
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
 
 # ---------------------------------------------------------------------------------------------
@@ -24,11 +24,32 @@ def test_read_lines_strips_crlf_and_keeps_empty_lines(tmp_path):
     assert read_monolingual(q) == read_lines(q)
 
 
-def test_read_lines_strict_rejects_empty_line(tmp_path):
-    p = tmp_path / "a.txt"
-    p.write_text("one\n\nthree\n")
-    with pytest.raises(ValueError, match=r"a\.txt:2: empty line"):
-        read_lines(p, strict=True)
+def test_strict_names_the_first_empty_sentence_and_counts_them(tmp_path):
+    from seqed.config import load_config
+    from seqed.data.corpus import DataError
+    from seqed.data.pipeline import prepare_data
+
+    (tmp_path / "a.en").write_text("one\n\nthree\nfour\n")
+    (tmp_path / "a.fr").write_text("un\ndeux\n \nquatre\n")
+    cfg = load_config(None, [f"data.train.src={tmp_path}/a.en", f"data.train.tgt={tmp_path}/a.fr",
+                             "data.strict=true", "tokenizer.vocab_size=20"])
+    with pytest.raises(DataError, match=r"a\.en:2: empty sentence \(2 pairs with an empty side in data\.train\)"):
+        prepare_data(cfg, None, lambda m: None)
+
+
+def test_an_unset_variable_in_a_corpus_path_is_named(tmp_path, monkeypatch):
+    from seqed.config import ConfigError, load_config
+    from seqed.data.pipeline import prepare_data
+
+    monkeypatch.delenv("SEQED_DATA", raising=False)
+    cfg = load_config(None, ["data.train.src=$SEQED_DATA/multi30k/train.en",
+                             "data.train.tgt=$SEQED_DATA/multi30k/train.fr"])
+    with pytest.raises(ConfigError, match=r"data\.train\.src uses \$SEQED_DATA, which is not set: set SEQED_DATA to "
+                                          r"the folder holding multi30k/ .*recipes/README\.md"):
+        prepare_data(cfg, None, lambda m: None)
+    monkeypatch.setenv("SEQED_DATA", str(tmp_path))  # set: the usual message for a missing file
+    with pytest.raises(FileNotFoundError, match=f"no such file: {tmp_path}/multi30k/train.en"):
+        prepare_data(cfg, None, lambda m: None)
 
 
 def test_read_lines_errors(tmp_path):
@@ -252,7 +273,7 @@ def saved_dataset(tmp_path, hf_tmp_cache, monkeypatch):
 
 def test_hf_corpus_reads_a_local_parquet_dataset(saved_dataset):
     from seqed.config import CorpusConfig
-    from seqed.data.sources import load_corpus
+    from seqed.data.corpus import load_corpus
 
     spec = CorpusConfig(format="hf", name="parquet", data_files=str(saved_dataset / "flat.parquet"))
     en, fr = [f"a man {i}" for i in range(4)], [f"un homme {i}" for i in range(4)]
@@ -268,7 +289,7 @@ def test_hf_corpus_on_a_save_to_disk_directory(saved_dataset):
     builder reads; the directory itself as `name` is rejected by `datasets` (it wants `load_from_disk`,
     which seqed does not call), with a message that says so."""
     from seqed.config import ConfigError, CorpusConfig
-    from seqed.data.sources import load_corpus
+    from seqed.data.corpus import load_corpus
 
     shard = str(saved_dataset / "saved" / "data-00000-of-00001.arrow")
     en = [f"a man {i}" for i in range(4)]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from seqed import cli
-from seqed.prepare import (MANIFEST_DIR, PrepareError, fix_multi30k, prepare_wmt14,
+from seqed.data.corpora import (MANIFEST_DIR, PrepareError, fix_multi30k, prepare_wmt14,
                            split_by_source)
 
 SHARED_MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
@@ -158,7 +158,7 @@ def test_multi30k_download_failure_says_what_to_do(tmp_path, capsys):
 
 
 def test_multi30k_fetcher_receives_the_manifest_urls(tmp_path):
-    from seqed.prepare import prepare_multi30k
+    from seqed.data.corpora import prepare_multi30k
 
     texts = tiny_multi30k()
     urls = []
@@ -188,7 +188,7 @@ def test_the_multi30k_manifest():
 
 @pytest.mark.skipif(not SHARED_MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
 def test_the_shared_multi30k_copy_matches_the_manifest(tmp_path):
-    from seqed.prepare import prepare_multi30k
+    from seqed.data.corpora import prepare_multi30k
 
     record = prepare_multi30k(tmp_path / "m", data_dir=SHARED_MULTI30K)
     assert record["verified"] is True
@@ -360,7 +360,7 @@ def test_prepare_wmt14_offline_errors(tmp_path, wmt14_standin, monkeypatch, caps
 
 def test_prepared_wmt14_reads_back_through_a_config(tmp_path, wmt14_standin):
     from seqed.config import load_config
-    from seqed.data.sources import load_corpus
+    from seqed.data.corpus import load_corpus
 
     prepare_wmt14(tmp_path / "w", limit=10)
     cfg = load_config(None, [f"data.train.src={tmp_path}/w/train.en", f"data.train.tgt={tmp_path}/w/train.fr"])

@@ -1,4 +1,4 @@
-"""`seqed.preprocess`: streamed, multiprocess encoding into a binarized directory that trains exactly like the
+"""`seqed.data.preprocess`: streamed, multiprocess encoding into a binarized directory that trains exactly like the
 in-memory pipeline; filters and duplicates reported; stale, unaligned, interrupted and full-disk cases."""
 
 import errno
@@ -7,12 +7,15 @@ import json
 import numpy as np
 import pytest
 
-import seqed.preprocess as pre
+import seqed.data.corpus as reader
+import seqed.data.preprocess as pre
 from seqed.config import load_config
 from seqed.data.batching import TokenBatchSampler
-from seqed.data.binarized import BinarizedError
+from seqed.data.filtering import FilterReport
+from seqed.data.store import BinarizedError, binarized_dir
 from seqed.data.pipeline import prepare_data
-from seqed.preprocess import PreprocessError, binarized_dir, open_binarized, preprocess
+from seqed.data.corpus import DataError
+from seqed.data.preprocess import open_binarized, preprocess
 
 DEMO = "data/demo"
 
@@ -42,7 +45,7 @@ def quiet(msg):
 
 
 def test_preprocess_equals_in_memory_pipeline(corpus, monkeypatch):
-    monkeypatch.setattr(pre, "CHUNK", 64)  # many chunks in flight
+    monkeypatch.setattr(reader, "CHUNK", 64)  # many chunks in flight
     cfg = config(corpus)
     directory = preprocess(cfg, quiet, workers=2, progress=False)
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -64,7 +67,7 @@ def test_preprocess_equals_in_memory_pipeline(corpus, monkeypatch):
 
 def test_mismatched_line_counts_name_files_and_counts(corpus):
     (corpus / "a.fr").write_text("un\ndeux\n")
-    with pytest.raises(PreprocessError, match=r"a\.en has 400 lines but .*a\.fr has 2"):
+    with pytest.raises(DataError, match=r"a\.en has 400 lines but .*a\.fr has 2"):
         preprocess(config(corpus), quiet, workers=1, progress=False)
     assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
 
@@ -95,7 +98,7 @@ def test_reused_tokenizer_model_and_auto_directory(corpus, monkeypatch, tmp_path
 
 
 def test_full_disk_and_interruption_leave_nothing_half_written(corpus, monkeypatch):
-    monkeypatch.setattr(pre, "CHUNK", 64)
+    monkeypatch.setattr(reader, "CHUNK", 64)
     cfg = config(corpus)
     calls = []
 
@@ -107,7 +110,7 @@ def test_full_disk_and_interruption_leave_nothing_half_written(corpus, monkeypat
 
     real = pre._write_chunk
     monkeypatch.setattr(pre, "_write_chunk", fail_after_two)
-    with pytest.raises(PreprocessError, match="No space left on device.*partial output was removed"):
+    with pytest.raises(DataError, match="No space left on device.*partial output was removed"):
         preprocess(cfg, quiet, workers=2, progress=False)
     assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
 
@@ -124,7 +127,7 @@ def test_full_disk_and_interruption_leave_nothing_half_written(corpus, monkeypat
 
 def test_bad_utf8_names_file_and_line(corpus):
     (corpus / "a.fr").write_bytes(open(corpus / "a.fr", "rb").read().replace(b"\xc3\xa9", b"\xe9", 1))
-    with pytest.raises(PreprocessError, match=r"a\.fr:\d+: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"a\.fr:\d+: not valid UTF-8"):
         preprocess(config(corpus), quiet, workers=1, progress=False)
 
 
@@ -145,3 +148,27 @@ def test_trainer_trains_and_resumes_on_binarized_data(tmp_path):
     assert state.step == 4
     cfg = load_config(path, [f"data.binarized={tmp_path}/bin", "train.max_steps=6"])
     assert Trainer(cfg, resume=True, progress=False).run().step == 6  # the checkpoint's tokenizer is the directory's
+
+
+@pytest.mark.parametrize("monolingual", [False, True])
+def test_in_memory_and_binarized_paths_hold_identical_pairs(corpus, monkeypatch, monolingual):
+    """The two data paths are one: the same chunks, filters (length, ratio, duplicates) and report, written to
+    a `MemoryStore` or to the binarized directory, give the same pairs, ids and counts."""
+    monkeypatch.setattr(reader, "CHUNK", 50)  # duplicates and filtered pairs fall in several chunks
+    extra = ["data.max_len=12", "data.max_ratio=1.5", "data.min_len=2"] + (["data.monolingual=true"] if monolingual
+                                                                          else [])
+    cfg = config(corpus, *extra)
+    binarized = open_binarized(cfg, quiet, workers=2)
+    tokenizer = binarized.tokenizer
+    mem = prepare_data(config(corpus, *extra, "data.binarized="), tokenizer, quiet)
+    report = binarized.manifest["report"]
+    assert 0 < report["kept"] < report["total"] and report["duplicates"] > 0 and report["too_long"] > 0
+    assert mem.report == f"train: {FilterReport(**report)}"
+    n = len(binarized)
+    assert n == len(mem.train) > report["kept"]  # weight 1.5 on the second corpus
+    stored = binarized.stored_index(np.arange(n))
+    for i in range(n):
+        s_off, s_len = binarized.src_offsets[stored[i]], int(binarized._src_lens[stored[i]]) - 1
+        t_off, t_len = binarized.tgt_offsets[stored[i]], int(binarized._tgt_lens[stored[i]]) - 1
+        assert binarized.ids[s_off: s_off + s_len].tolist() == mem.train.src_ids[i]
+        assert binarized.ids[t_off: t_off + t_len].tolist() == mem.train.tgt_ids[i]

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Iterator, TextIO
 
+from seqed.files import read_utf8_lines
+
 
 def check_input(path: str) -> None:
     """Fail early (before loading a model) on a missing input; pipes such as <(cmd) or /dev/stdin are fine."""
@@ -22,20 +24,7 @@ def check_input(path: str) -> None:
 def input_lines(path: str) -> Iterator[str]:
     """Lines of a UTF-8 file (or stdin for "-") without "\\n" / "\\r\\n"; bad bytes raise ValueError with file:line."""
     check_input(path)
-    handle = sys.stdin.buffer if path == "-" else open(path, "rb")
-    name = "<stdin>" if path == "-" else path
-    try:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{name}:{number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                                 f"{err.start + 1}); convert the input first, e.g. with iconv -f latin1 -t utf-8"
-                                 ) from None
-            yield line.rstrip("\r\n")
-    finally:
-        if handle is not sys.stdin.buffer:
-            handle.close()
+    return read_utf8_lines(path)
 
 
 @contextlib.contextmanager

@@ -77,7 +77,7 @@ def _report(record: dict, out: str) -> None:
 
 
 def cmd_prepare_multi30k(args: argparse.Namespace) -> int:
-    from seqed.prepare import prepare_multi30k
+    from seqed.data.corpora import prepare_multi30k
 
     _report(prepare_multi30k(args.out, data_dir=args.data_dir, base_url=args.base_url, manifest=args.manifest),
             args.out)
@@ -85,14 +85,14 @@ def cmd_prepare_multi30k(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare_tatoeba(args: argparse.Namespace) -> int:
-    from seqed.prepare import prepare_tatoeba
+    from seqed.data.corpora import prepare_tatoeba
 
     _report(prepare_tatoeba(args.out, tsv=args.tsv, valid=args.valid, test=args.test, seed=args.seed), args.out)
     return 0
 
 
 def cmd_prepare_wmt14(args: argparse.Namespace) -> int:
-    from seqed.prepare import prepare_wmt14
+    from seqed.data.corpora import prepare_wmt14
 
     _report(prepare_wmt14(args.out, limit=args.limit, name=args.name, config=args.config, test=args.test,
                           shuffle_seed=args.shuffle_seed), args.out)

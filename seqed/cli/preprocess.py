@@ -1,4 +1,4 @@
-"""`seqed preprocess`: tokenize the training corpora once into a binarized directory (`seqed.preprocess`)."""
+"""`seqed preprocess`: tokenize the training corpora once into a binarized directory (`seqed.data.preprocess`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def register(sub) -> None:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     """Preprocess and print the directory (errors are ValueError/OSError: main prints them)."""
     from seqed.config import load_config
-    from seqed.preprocess import preprocess
+    from seqed.data.preprocess import preprocess
 
     cfg = load_config(args.config, args.overrides)
     directory = preprocess(cfg, lambda m: print(f"[seqed] {m}", file=sys.stderr), workers=args.workers,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from seqed.checkpoint import write_atomic
 from seqed.data.corpus import read_lines, read_tsv
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "data" / "manifests"
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data" / "manifests"
 MULTI30K_SPLITS = ("train", "val", "test2016", "test2017", "mscoco2017")
 MULTI30K_REQUIRED = ("train", "val", "test2016", "test2017")
 LANGS = ("en", "fr")

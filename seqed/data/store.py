@@ -1,4 +1,5 @@
-"""The binarized corpus on disk: token ids in one flat array, read back by memory map.
+"""The binarized corpus: token ids in one flat array on disk, read back by memory map; its in-memory twin; and
+whether a directory is fresh for a config.
 
 A binarized directory holds
 
@@ -20,6 +21,14 @@ maps the same files, so the operating system's page cache holds one copy.
 Corpus weights are applied when reading, not stored: a corpus of n pairs with weight w contributes
 round(w * n) examples to an epoch: floor(w) full copies plus an evenly spaced sample of the rest
 (w = 0.5 takes every other pair). So weights change without preprocessing again.
+
+Where the directory is: `data.binarized` (a path), or with `auto` a directory under `$SEQED_CACHE`
+(default `~/.cache/seqed`) named by a hash of everything that decides its content (`recipe`), so runs
+that differ only in the model or training settings share it. A directory is stale when that recipe or an
+input file changed (`stale_reasons`).
+
+`MemoryStore` takes the same appends as `BinarizedWriter` and keeps them as Python lists: the in-memory
+training data are the same chunks, filtered the same way, written to memory instead of disk.
 """
 
 from __future__ import annotations
@@ -28,13 +37,16 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from seqed.data.batching import Batch, _round_up
+from seqed.config import Config, ConfigError, expand_path
+from seqed.data.batching import Batch, ParallelData, _round_up
+from seqed.data.corpus import input_files
 from seqed.tokenizer import Tokenizer
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -43,6 +55,7 @@ MANIFEST = "manifest.json"
 FULL_HASH_BYTES = 64 << 20   # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
 EDGE_BYTES = 1 << 20
 _COPY_BLOCK = 1 << 24        # elements per block when converting raw arrays to .npy
+RECIPE_VERSION = 1
 
 
 class BinarizedError(ValueError):
@@ -98,6 +111,63 @@ def changed_inputs(recorded: list[dict]) -> list[str]:
         elif any(now.get(k) != fp.get(k) for k in ("sha256", "mtime_ns", "edges_sha256")):
             out.append(f"{path} changed since it was preprocessed (content or modification time)")
     return out
+
+
+def recipe(cfg: Config) -> dict:
+    """Everything that decides a binarized directory's content (corpus weights do not: they apply when reading)."""
+    d, t = cfg.data, cfg.tokenizer
+    corpora = [{k: v for k, v in asdict(c).items() if k != "weight"} for c in d.corpora]
+    tok = asdict(t)
+    if t.model:  # a given model: its bytes matter, not the training options
+        tok = {"model": t.model}
+    else:
+        tok["seed"] = cfg.train.seed
+    return {"version": RECIPE_VERSION, "corpora": corpora, "src_lang": d.src_lang, "tgt_lang": d.tgt_lang,
+            "monolingual": d.monolingual, "strict": d.strict,
+            "filters": {"max_len": d.max_len, "min_len": d.min_len, "max_ratio": d.max_ratio, "dedup": d.dedup},
+            "tokenizer": tok}
+
+
+def binarized_dir(cfg: Config) -> Path:
+    """The directory `data.binarized` names (`auto`: under $SEQED_CACHE, keyed by the recipe)."""
+    b = cfg.data.binarized
+    if not b:
+        raise ConfigError("data.binarized is not set: give a directory, or auto")
+    if b != "auto":
+        return Path(expand_path(b))
+    key = hashlib.sha256(json.dumps(recipe(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    cache = Path(expand_path(os.environ.get("SEQED_CACHE") or "~/.cache/seqed"))
+    return cache / "binarized" / key
+
+
+def input_fingerprints(cfg: Config) -> list[dict]:
+    """The fingerprints of every local file the training corpora read."""
+    return [file_fingerprint(f) for spec in cfg.data.corpora for f in input_files(spec, cfg.data.monolingual)]
+
+
+def stale_reasons(directory: Path, cfg: Config) -> list[str]:
+    """Why `directory` does not hold `cfg`'s training data now (empty when it does)."""
+    m = read_manifest(directory)
+    reasons = []
+    want = recipe(cfg)
+    for key in want:
+        if m.get("recipe", {}).get(key) != want[key]:
+            reasons.append(f"{key} differs: {m.get('recipe', {}).get(key)!r} when preprocessed, {want[key]!r} now")
+    reasons += changed_inputs(m.get("inputs", []))
+    if cfg.tokenizer.model and m.get("tokenizer_model") != file_or_dir_hash(cfg.tokenizer.model):
+        reasons.append(f"tokenizer.model {cfg.tokenizer.model} changed")
+    return reasons
+
+
+def file_or_dir_hash(path) -> str:
+    """sha256 over a file, or over the names and bytes of every file under a directory."""
+    path = Path(expand_path(str(path)))
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +270,38 @@ class BinarizedWriter:
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.replace(self.tmp, self.directory)
         return self.directory
+
+
+class MemoryStore:
+    """`BinarizedWriter`'s appends kept in memory, one id list per sentence; `data` gives the `ParallelData`."""
+
+    def __init__(self, *, monolingual: bool = False):
+        self.monolingual = monolingual
+        self.src: list[list[int]] = []
+        self.tgt: list[list[int]] = []
+        self.n = 0
+
+    @staticmethod
+    def _split(ids: np.ndarray, lens: np.ndarray) -> list[list[int]]:
+        flat = np.asarray(ids).tolist()
+        ends = np.cumsum(lens).tolist()
+        return [flat[e - n: e] for e, n in zip(ends, np.asarray(lens).tolist())]
+
+    def append(self, src_ids: np.ndarray, src_lens: np.ndarray, tgt_ids: Optional[np.ndarray] = None,
+               tgt_lens: Optional[np.ndarray] = None) -> None:
+        """Append a chunk of k pairs, given as for `BinarizedWriter.append`."""
+        src = self._split(src_ids, src_lens)
+        self.src += src
+        self.tgt += src if self.monolingual else self._split(tgt_ids, tgt_lens)
+        self.n += len(src)
+
+    def data(self, counts: Sequence[int], weights: Sequence[float]) -> ParallelData:
+        """The stored pairs in epoch order: corpus c (`counts[c]` pairs, in order) weighted by `weights[c]`."""
+        if all(w == 1 for w in weights):
+            return ParallelData(self.src, self.tgt)
+        sizes = epoch_sizes(counts, weights)
+        order = stored_positions(np.arange(int(sizes.sum())), counts, sizes).tolist()
+        return ParallelData([self.src[i] for i in order], [self.tgt[i] for i in order])
 
 
 def remove_binarized(directory) -> None:
