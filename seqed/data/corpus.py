@@ -146,12 +146,15 @@ def _line_chunks(files: list[str], kind: str, limit: Optional[int]) -> Iterator[
                 ended = chunk[short].index(None)
                 counts = [start + short - 1] * 2
                 counts[1 - ended] += len(chunk) - short + _count_rest(handles[1 - ended])
+                if counts[ended] == 0:
+                    files = [files[ended]]
+                    break
                 raise DataError(f"parallel files are not aligned: {files[0]} has {counts[0]} lines but {files[1]} "
                                 f"has {counts[1]}: check that they are the two sides of the same corpus")
             cols = list(zip(*chunk))
             yield Chunk(kind, list(cols[0]), list(cols[1]) if len(cols) > 1 else None, start, files)
             start += len(chunk)
-        if start == 1:
+        if start == 1:  # no line at all (in one of the files)
             raise DataError(f"{files[0]} is empty: expected one sentence per line")
     finally:
         for h in handles:
