@@ -22,7 +22,7 @@ import torch
 
 from seqed.checkpoint import average_checkpoints, save_atomic
 from seqed.data.corpus import read_parallel
-from seqed.inference import load_model
+from seqed.loading import load_model
 from seqed.model import count_parameters
 from seqed.plot import read_log
 from seqed.scoring import score

@@ -447,7 +447,7 @@ def score_file(hyp: Path, ref: Path, detok=None) -> dict:
 def decode_comparison(args, data: Path, seqed_ckpt: str, onmt_ckpt: Path, work: Path) -> dict:
     import sentencepiece as spm
 
-    from seqed.inference import load_model
+    from seqed.loading import load_model
 
     tokenizer = load_model(seqed_ckpt, device="cpu").tokenizer
     pieces_dir = work / "pieces_decode"
@@ -676,7 +676,7 @@ def train_both(args, data: Path) -> tuple[str, Path]:
 
 def train_onmt(args, data: Path, seqed_ckpt: str) -> Path:
     """Train OpenNMT-py for `--onmt-minutes` on the pieces of `seqed_ckpt`'s tokenizer and training data."""
-    from seqed.inference import load_model
+    from seqed.loading import load_model
     from seqed.data.pipeline import prepare_data
 
     run = args.work / "onmt_run"

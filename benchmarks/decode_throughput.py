@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         from seqed.checkpoint import CheckpointError
-        from seqed.inference import load_model
+        from seqed.loading import load_model
 
         benchlib.set_threads(args.threads)
         if min(args.batch_sizes) < 1:

@@ -1,7 +1,7 @@
 """Checkpoint ensembles at decoding time: BLEU of each model alone and of their ensemble, in one run.
 
 For two or more checkpoints trained with one tokenizer, translates the test set with each model alone
-and with all of them as an ensemble (`seqed.inference.load_ensemble`: the log of the members' mean
+and with all of them as an ensemble (`seqed.loading.load_ensemble`: the log of the members' mean
 probability at every step, as `seqed translate -c A.pt -c B.pt` does), with beam search and greedy
 search, through `seqed.translator.Translator` (fp32, text to text, length-sorted batches). Reported per
 row: sacreBLEU BLEU and chrF, the hypothesis/reference length ratio, sentences/s.
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         from seqed.checkpoint import CheckpointError
-        from seqed.inference import load_ensemble, load_model
+        from seqed.loading import load_ensemble, load_model
 
         if len(args.checkpoint) < 2:
             raise BenchError("give at least two checkpoints (-c A -c B)")

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     try:
         from seqed.checkpoint import CheckpointError
         from seqed.export import ExportError, export_ctranslate2, require_ctranslate2
-        from seqed.inference import load_model
+        from seqed.loading import load_model
 
         if args.threads < 1:
             raise BenchError(f"--threads must be positive (both engines get the same count), got {args.threads}")

@@ -225,7 +225,7 @@ def trainer_run(data: Path, out: Path, *, minutes: float, device: str, smoke: bo
 def decoding(ckpt: Path, data: Path, device: str, *, limit: int | None) -> list[dict]:
     from decode_throughput import measure
 
-    from seqed.inference import load_model
+    from seqed.loading import load_model
 
     src = (data / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()
     ref = (data / "multi30k" / "test2016.fr").read_text(encoding="utf-8").splitlines()

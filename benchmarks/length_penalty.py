@@ -41,7 +41,7 @@ def decode_rows(spec: dict) -> dict:
     from sacrebleu.metrics import BLEU
 
     from seqed.data.corpus import read_lines
-    from seqed.inference import load_model
+    from seqed.loading import load_model
     from seqed.translator import Translator
 
     benchlib.set_threads(spec["threads"])

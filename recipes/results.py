@@ -85,7 +85,7 @@ def model_summary(cfg) -> str:
 
 
 def write(args: argparse.Namespace) -> dict:
-    from seqed.inference import load_model
+    from seqed.loading import load_model
     from seqed.model import count_parameters
 
     run = Path(args.run)

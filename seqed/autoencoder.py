@@ -23,8 +23,9 @@ from seqed.search import Hypothesis, decode
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 
-def _src_batches(ids: list[list[int]], batch_size: int, max_len: int):
-    """Yield (positions, src (B, S)) in length order; sources get EOS appended as in training.
+def source_batches(ids: list[list[int]], batch_size: int, max_len: int):
+    """Yield (positions, src (B, S)) in length order; sources get EOS appended as in training (what the
+    tools below and `seqed.evaluate.variational_report` batch with; search batches in `seqed.decoding`).
 
     `max_len` counts the pieces kept before EOS.
     """
@@ -50,7 +51,7 @@ def encode_sentences(model, tokenizer, sentences: Sequence[str], *, batch_size: 
     model.eval()
     ids = tokenizer.encode_src(list(sentences))
     out: Optional[np.ndarray] = None
-    for pos, src in _src_batches(ids, batch_size, max_len):
+    for pos, src in source_batches(ids, batch_size, max_len):
         code = model.encode(src.to(device)).code.float().cpu().numpy()  # (B, C)
         if out is None:
             out = np.zeros((len(ids), code.shape[1]), dtype=np.float32)
@@ -114,7 +115,7 @@ def fill_masked(model, noisy: Sequence[Sequence[int]], masked: Sequence[Sequence
     """
     model.eval()
     out: list[list[int]] = [[] for _ in noisy]
-    for pos, src in _src_batches([list(x) for x in noisy], batch_size, 10 ** 9):
+    for pos, src in source_batches([list(x) for x in noisy], batch_size, 10 ** 9):
         src = src.to(device)  # (B, S) words EOS PAD
         B, S = src.shape
         flags = collate([[int(f) for f in masked[i]] + [0] for i in pos], [[] for _ in pos], pos).src  # (B, S)

@@ -8,7 +8,7 @@ their mean probability (fairseq's ``EnsembleModel``):
     log p(y) = logsumexp_i(log p_i(y)) - log N
 
 i.e. a mixture of the N models, not the mean of their log-probabilities (a product of experts). The
-members must share one vocabulary (`seqed.inference.load_ensemble` checks the tokenizers); they may
+members must share one vocabulary (`seqed.loading.load_ensemble` checks the tokenizers); they may
 differ in anything else, architecture included.
 """
 

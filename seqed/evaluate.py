@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from seqed.autoencoder import _src_batches, is_variational
+from seqed.autoencoder import is_variational, source_batches
 from seqed.data.batching import TokenBatchSampler, collate
 from seqed.losses import label_smoothed_nll
 from seqed.scoring import score
@@ -92,6 +92,7 @@ class Validator:
     def __call__(self, model, state, *, autocast, final: bool = False) -> dict:
         """Validate `model` at `state.step` (a `TrainState`; its history counts the validations so far)."""
         from seqed.bottleneck import kl_weight
+        from seqed.decoding import SearchSettings
         from seqed.translator import Translator
 
         t, s = self.cfg.train, self.cfg.search
@@ -101,11 +102,10 @@ class Validator:
         number = sum("valid_nll" in h for h in state.history) + 1
         translator = None
         if self.bleu and (final or number % t.valid_bleu_every == 0):
-            translator = Translator(model, self.tokenizer, device=self.device, beam_size=t.valid_beam,
-                                    length_penalty=s.length_penalty, max_len_a=s.max_len_a,
-                                    max_len_b=s.max_len_b, batch_size=s.batch_size,
-                                    max_src_len=self.cfg.model.max_pieces,
-                                    max_len_cap=self.cfg.model.max_output_len)
+            settings = SearchSettings.from_config(s, beam=t.valid_beam, nbest=1,
+                                                  max_src_len=self.cfg.model.max_pieces,
+                                                  max_len_cap=self.cfg.model.max_output_len)
+            translator = Translator(model, self.tokenizer, settings, device=self.device)
         result.update(validate(model, self.data.valid, device=self.device, autocast=autocast,
                                max_tokens=max(t.max_tokens, 2048), translator=translator,
                                sources=self.data.valid_src, references=self.data.valid_ref))
@@ -244,7 +244,7 @@ def variational_report(model, tokenizer, sentences: Sequence[str], *, batch_size
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        for pos, src in _src_batches(ids, batch_size, max_len):
+        for pos, src in source_batches(ids, batch_size, max_len):
             src = src.to(device)
             enc = model.bottleneck(model.encoder(src), sample=True)
             tgt = [ids[i][:max_len] for i in pos]

@@ -233,9 +233,9 @@ def export_ctranslate2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike
 
     Raises:
         ExportError: the model cannot be exported, ctranslate2 is missing, or `out_dir` exists.
-        FileNotFoundError, CheckpointError: see `seqed.inference.load_model`.
+        FileNotFoundError, CheckpointError: see `seqed.loading.load_model`.
     """
-    from seqed.inference import load_model
+    from seqed.loading import load_model
 
     out = Path(out_dir)
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):

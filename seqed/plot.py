@@ -176,9 +176,8 @@ def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: 
         raise ValueError("this model's decoder has no attention (an RNN decoder with attention: none reads "
                          "only the fixed code): there is nothing to draw")
     weights = reading_order(hyp.attn.float(), model).numpy()  # (T + 1, S + 1)
-    # id -> piece, keeping SentencePiece's word-start marker; the Tokenizer has no public call for it
-    src_tokens = tokenizer._src.id_to_piece(ids) + [EOS_LABEL]
-    tgt_tokens = (tokenizer._tgt.id_to_piece(hyp.tokens) if hyp.tokens else []) + [EOS_LABEL]
+    src_tokens = tokenizer.src_id_to_piece(ids) + [EOS_LABEL]
+    tgt_tokens = tokenizer.tgt_id_to_piece(hyp.tokens) + [EOS_LABEL]
     return AttentionMap(weights=np.ascontiguousarray(weights), src_tokens=src_tokens, tgt_tokens=tgt_tokens,
                      translation=tokenizer.decode_tgt([hyp.tokens])[0])
 

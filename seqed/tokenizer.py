@@ -150,6 +150,14 @@ class Tokenizer:
         """The target pieces of one sentence."""
         return self._tgt.encode(text, out_type=str)
 
+    def src_id_to_piece(self, ids: Sequence[int]) -> list[str]:
+        """Source piece ids -> their pieces, SentencePiece's word-start marker kept (e.g. for attention plots)."""
+        return [self._src.id_to_piece(i) for i in ids]
+
+    def tgt_id_to_piece(self, ids: Sequence[int]) -> list[str]:
+        """Target piece ids -> their pieces, SentencePiece's word-start marker kept."""
+        return [self._tgt.id_to_piece(i) for i in ids]
+
     def pieces(self, side: str) -> list[str]:
         """Every piece of the "src" or "tgt" vocabulary, in id order (e.g. to compare two tokenizers)."""
         if side not in ("src", "tgt"):

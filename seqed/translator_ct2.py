@@ -1,4 +1,5 @@
-"""`CTranslate2Translator`: seqed's `Translator` interface over a model exported with `seqed.export`.
+"""`CTranslate2Translator`: the decoding front (`seqed.decoding.TextOutput`) over a model exported with
+`seqed.export`, and `ctranslate2_translator`, which also takes a checkpoint (exported on the fly).
 
 Search runs inside CTranslate2 (C++, optionally int8 / bf16). What matches seqed's own search
 (`seqed.search`) and what cannot:
@@ -32,20 +33,23 @@ Search runs inside CTranslate2 (C++, optionally int8 / bf16). What matches seqed
   left unmasked: scores match seqed's (to ~1e-6 in float32), and a model that makes PAD or BOS its
   best token (no trained one does) would emit it here (`decode_tgt` drops both from the text).
   For min_len > 0, EOS is masked before the softmax, so scores differ slightly while it is.
+* Not available: sampling and alignments (seqed's engine gives both); asking raises ValueError.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from seqed.export import ExportError, read_export_meta, require_ctranslate2, vocabularies
+from seqed.decoding import SearchSettings, TextOutput
+from seqed.export import EXPORT_META, ExportError, export_ctranslate2, read_export_meta, require_ctranslate2, \
+    vocabularies
 from seqed.search import Hypothesis, LengthPenalty
 from seqed.tokenizer import Tokenizer
-from seqed.translator import TextOutput
 from seqed.vocab import EOS_ID
 
 VANISHING_PENALTY = 1e-12  # != 0 turns off CTranslate2's early exit; x ** 1e-12 == 1.0 in float32
@@ -57,36 +61,23 @@ class CTranslate2Translator(TextOutput):
 
     Args:
         model_dir: a directory written by `seqed.export.export_ctranslate2`.
+        settings: the default `SearchSettings` (unset limits: what the model's positions cover; larger
+            ones are lowered to that). Without it: `SearchSettings`' defaults, not the export's search
+            section (`ctranslate2_translator` and `seqed.loading.load_translator` read that).
         device: "cpu", "cuda", "cuda:N", or "auto" (CUDA when CTranslate2 sees a GPU).
         compute_type: CTranslate2 compute type: "default" (as stored), "float32", "int8",
             "int8_float32", "int8_bfloat16", "bfloat16", "float16", ... (the device must support it:
             `ctranslate2.get_supported_compute_types`).
-        beam_size: beams per sentence; 1 runs greedy search.
-        nbest: hypotheses returned per sentence (<= beam_size).
-        length_penalty: GNMT alpha (see the module docstring: exact ranking, approximate search).
-        max_len_a, max_len_b: output length limit ``a * |src| + b`` (|src| counts EOS).
-        min_len: fewest output tokens before EOS.
-        batch_size: sentences per CTranslate2 batch.
-        max_src_len: longest source, EOS included (default: what the model's positions cover);
-            longer ones are truncated with a warning.
-        max_len_cap: hard cap on output length (default and upper bound: the decoder's positions).
-        patience: beam search goes on until beam_size x patience hypotheses have ended (alpha > 0).
+        patience: beam search goes on until beam x patience hypotheses have ended (alpha > 0).
         threads: CTranslate2 threads per translation (0: its default).
+        search: `SearchSettings` fields overriding `settings` (``beam_size`` is read as ``beam``).
     """
 
-    def __init__(self, model_dir, *, device: str = "cpu", compute_type: str = "default", beam_size: int = 5,
-                 nbest: int = 1, length_penalty: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10,
-                 min_len: int = 0, batch_size: int = 64, max_src_len: Optional[int] = None,
-                 max_len_cap: Optional[int] = None, patience: float = 1.0, threads: int = 0):
+    def __init__(self, model_dir, settings: Optional[SearchSettings] = None, *, device: str = "cpu",
+                 compute_type: str = "default", patience: float = 1.0, threads: int = 0, **search):
         ct2 = require_ctranslate2()
-        if beam_size < 1:
-            raise ValueError(f"CTranslate2Translator: beam_size must be >= 1, got {beam_size}")
-        if not 1 <= nbest <= beam_size:
-            raise ValueError(f"CTranslate2Translator: need 1 <= nbest <= beam_size, got nbest={nbest}, "
-                             f"beam_size={beam_size}; raise beam_size for an n-best list")
-        if batch_size < 1:
-            raise ValueError(f"CTranslate2Translator: batch_size must be >= 1, got {batch_size}")
-        if patience < 1 or round(beam_size * patience) < nbest:
+        settings = (settings or SearchSettings()).replace(**search)
+        if patience < 1:
             raise ValueError(f"CTranslate2Translator: patience must be >= 1, got {patience}")
         meta = read_export_meta(model_dir)
         requested = device
@@ -107,94 +98,85 @@ class CTranslate2Translator(TextOutput):
         self._src_pieces = src_vocab
         self._tgt_ids = {piece: i for i, piece in enumerate(tgt_vocab)}
         self._eos = tgt_vocab[EOS_ID]
+        self.compute_type = compute_type
+        self.patience = patience
+        self.limits = {"max_src_len": meta["max_src_len"], "max_len_cap": meta["max_output_len"]}
+        self.settings = self._checked(settings.within(**self.limits))
         self.translator = ct2.Translator(str(self.model_dir), device=device, device_index=int(index or 0),
                                          compute_type=compute_type, intra_threads=threads)
-        self.compute_type = compute_type
-        self.beam_size = beam_size
-        self.nbest = nbest
-        self.length_penalty = length_penalty
-        self.patience = patience
-        self.max_len_a, self.max_len_b, self.min_len = max_len_a, max_len_b, min_len
-        self.max_len_cap = min(max_len_cap or meta["max_output_len"], meta["max_output_len"])
-        self.max_src_len = min(max_src_len or meta["max_src_len"], meta["max_src_len"])
-        if self.max_src_len < 2:
-            raise ValueError(f"CTranslate2Translator: max_src_len must leave room for a token and EOS (>= 2), "
-                             f"got {self.max_src_len}")
-        if not 0 <= min_len <= self.max_len_cap:
-            raise ValueError(f"CTranslate2Translator: need 0 <= min_len <= max_len_cap, got min_len={min_len}, "
-                             f"max_len_cap={self.max_len_cap}")
-        self.batch_size = batch_size
 
-    def translate(self, sentences: Sequence[str]) -> list[list[Hypothesis]]:
-        """Translate `sentences` to target ids: one list per sentence, in input order, `nbest`
-        hypotheses best first (one empty hypothesis for an empty line)."""
-        sentences = list(sentences)
-        todo = [i for i, s in enumerate(sentences) if s.strip()]
-        ids = self.tokenizer.encode_src([sentences[i] for i in todo]) if todo else []
-        results: list[list[Hypothesis]] = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in sentences]
-        for i, hyps in zip(todo, self.translate_ids(ids)):
-            results[i] = hyps
-        return results
+    def _resolve(self, settings: Optional[SearchSettings]) -> SearchSettings:
+        if settings is None or settings is self.settings:
+            return self.settings
+        return self._checked(super()._resolve(settings).within(**self.limits))
 
-    def translate_ids(self, ids: Sequence[Sequence[int]]) -> list[list[Hypothesis]]:
-        """Like `translate`, from source piece ids (no EOS); an empty id list gives an empty hypothesis."""
-        results = [[Hypothesis(tokens=[], score=0.0, log_prob=0.0)] for _ in ids]
-        keep = self.max_src_len - 1
-        n_long = sum(len(x) > keep for x in ids)
-        if n_long:
-            warnings.warn(f"CTranslate2Translator: {n_long} source sentence(s) longer than max_src_len="
-                          f"{self.max_src_len} tokens (EOS included) were truncated; raise max_src_len to keep "
-                          f"them whole", stacklevel=3)
-        limits = {i: self._limit(min(len(x), keep) + 1) for i, x in enumerate(ids) if len(x)}
+    def _checked(self, settings: SearchSettings) -> SearchSettings:
+        """`settings` if CTranslate2 can search with them, else ValueError saying what to change."""
+        if settings.sampling is not None:
+            raise ValueError("sampling is for engine seqed: the CTranslate2 engine runs greedy or beam search")
+        if settings.alignment:
+            raise ValueError("alignments are for engine seqed: the CTranslate2 engine gives none (its export "
+                             "keeps no alignment heads); translate with engine seqed to get them")
+        if settings.min_len > settings.max_len_cap:
+            raise ValueError(f"CTranslate2Translator: need 0 <= min_len <= max_len_cap, got min_len="
+                             f"{settings.min_len}, max_len_cap={settings.max_len_cap}")
+        if round(settings.beam * self.patience) < settings.nbest:
+            raise ValueError(f"CTranslate2Translator: patience must be >= 1, got {self.patience}")
+        return settings
+
+    def _search_ids(self, sources: list[list[int]], settings: SearchSettings) -> list[list[Hypothesis]]:
+        """Search one batch of similar lengths under its largest length limit; the sentences whose search
+        reached their own (lower) limit are searched again under it (see the module docstring)."""
+        results = [[self._empty(settings)] for _ in sources]
+        limits = {i: self._limit(len(x) + 1, settings) for i, x in enumerate(sources)}
         limits = {i: limit for i, limit in limits.items() if limit}  # 0: nothing may be emitted, "" stands
-        source = {i: [self._src_pieces[t] for t in list(ids[i])[:keep]] for i in limits}
+        source = {i: [self._src_pieces[t] for t in sources[i]] for i in limits}
         again: dict[int, list[int]] = defaultdict(list)  # own limit -> sentences to search under it
-        for members in self._batches(limits, {i: len(ids[i]) for i in limits}):
+        for members in self._batches(limits, settings):
             limit = max(limits[i] for i in members)
-            for i, (hyps, steps) in zip(members, self._search([source[i] for i in members], limit)):
+            for i, (hyps, steps) in zip(members, self._search([source[i] for i in members], limit, settings)):
                 if steps >= limits[i] and limits[i] < limit:
                     again[limits[i]].append(i)
                 else:
                     results[i] = hyps
         for limit, members in sorted(again.items()):
-            for i, (hyps, _) in zip(members, self._search([source[i] for i in members], limit)):
+            for i, (hyps, _) in zip(members, self._search([source[i] for i in members], limit, settings)):
                 results[i] = hyps
         return results
 
-    def _batches(self, limits: dict[int, int], lengths: dict[int, int]) -> list[list[int]]:
-        """Sentences in batches of at most `batch_size`, sorted by source length. A search's last step is
-        the length of its longest returned hypothesis in greedy search and with GNMT re-ranking (all
-        ended hypotheses returned); beam search with alpha 0 may return a shorter one than the last
-        step's, so there batches hold one limit each (nothing is ever searched again)."""
-        one_limit = self.beam_size > 1 and not self._gnmt
-        order = sorted(limits, key=lambda i: (limits[i], lengths[i]) if one_limit else lengths[i])
-        batches: list[list[int]] = []
-        for i in order:
-            full = not batches or len(batches[-1]) == self.batch_size
-            if full or (one_limit and limits[batches[-1][0]] != limits[i]):
-                batches.append([])
-            batches[-1].append(i)
-        return batches
+    def _batches(self, limits: dict[int, int], settings: SearchSettings) -> list[list[int]]:
+        """The sentences of one batch, grouped for CTranslate2. A search's last step is the length of its
+        longest returned hypothesis in greedy search and with GNMT re-ranking (all ended hypotheses
+        returned): one group, searched again where needed. Beam search with alpha 0 may return a shorter
+        hypothesis than the last step's, so there each group holds one limit (nothing is searched again)."""
+        if not (settings.beam > 1 and not self._gnmt(settings)):
+            return [list(limits)] if limits else []
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, limit in limits.items():
+            groups[limit].append(i)
+        return [groups[limit] for limit in sorted(groups)]
 
-    @property
-    def _gnmt(self) -> bool:
+    @staticmethod
+    def _gnmt(settings: SearchSettings) -> bool:
         """Beam search with a length penalty: every ended hypothesis is returned and re-ranked by seqed."""
-        return self.beam_size > 1 and self.length_penalty != 0
+        return settings.beam > 1 and settings.length_penalty != 0
 
-    def _limit(self, src_len: int) -> int:
+    @staticmethod
+    def _limit(src_len: int, settings: SearchSettings) -> int:
         """seqed.search.max_lengths for one sentence, |src| counting EOS, then at least min_len."""
-        limit = min(max(math.floor(src_len * self.max_len_a + self.max_len_b), 0), self.max_len_cap)
-        return max(limit, self.min_len)
+        limit = min(max(math.floor(src_len * settings.max_len_a + settings.max_len_b), 0), settings.max_len_cap)
+        return max(limit, settings.min_len)
 
-    def _search(self, source: list[list[str]], limit: int) -> list[tuple[list[Hypothesis], int]]:
+    def _search(self, source: list[list[str]], limit: int, settings: SearchSettings
+                ) -> list[tuple[list[Hypothesis], int]]:
         """Translate sentences under the output length limit `limit` (>= 1): per sentence its hypotheses
         and the steps its search ran (the most tokens, EOS included, of anything CTranslate2 returned)."""
-        gnmt = self._gnmt
-        candidates = round(self.beam_size * self.patience) if gnmt else self.nbest
+        gnmt = self._gnmt(settings)
+        candidates = round(settings.beam * self.patience) if gnmt else settings.nbest
         outputs = self.translator.translate_batch(
-            source, max_batch_size=self.batch_size, beam_size=self.beam_size, patience=self.patience,
+            source, max_batch_size=settings.batch_size, beam_size=settings.beam, patience=self.patience,
             num_hypotheses=candidates, length_penalty=VANISHING_PENALTY if gnmt else 0.0,
-            max_decoding_length=limit, min_decoding_length=self.min_len, max_input_length=0,
+            max_decoding_length=limit, min_decoding_length=settings.min_len, max_input_length=0,
             return_scores=True, return_end_token=True)
         found = []  # (sentence, pieces without EOS, log-probability, ended with EOS)
         for j, out in enumerate(outputs):
@@ -205,15 +187,41 @@ class CTranslate2Translator(TextOutput):
         cut = [k for k, (*_, ended) in enumerate(found) if not ended]
         if cut:
             scored = self.translator.score_batch([source[found[k][0]] for k in cut], [found[k][1] for k in cut],
-                                                 max_batch_size=self.batch_size, max_input_length=0)
+                                                 max_batch_size=settings.batch_size, max_input_length=0)
             for k, result in zip(cut, scored):
                 j, pieces, _, ended = found[k]
                 found[k] = (j, pieces, sum(result.log_probs), ended)  # log_probs: the pieces and EOS
-        lp = LengthPenalty(self.length_penalty if gnmt else 0.0)
+        lp = LengthPenalty(settings.length_penalty if gnmt else 0.0)
         results: list[list[Hypothesis]] = [[] for _ in source]
         for j, pieces, log_prob, _ in found:
             tokens = [self._tgt_ids[p] for p in pieces]
             score = log_prob / float(lp(len(tokens) + 1))  # |Y| counts EOS, as in seqed.search
             results[j].append(Hypothesis(tokens=tokens, score=score, log_prob=log_prob))
         steps = [max((len(hyp) for hyp in out.hypotheses), default=0) for out in outputs]
-        return [(sorted(hyps, key=lambda h: -h.score)[:self.nbest], n) for hyps, n in zip(results, steps)]
+        return [(sorted(hyps, key=lambda h: -h.score)[:settings.nbest], n) for hyps, n in zip(results, steps)]
+
+
+def ctranslate2_translator(path, *, device: str = "cpu", quantization: Optional[str] = None, threads: int = 0,
+                           **search) -> CTranslate2Translator:
+    """A `CTranslate2Translator` for a `seqed export` directory, or for a checkpoint file or run directory,
+    exported on the fly into a temporary directory (removed when the translator is garbage-collected or
+    the process ends).
+
+    Search settings: the export's (the checkpoint's) search section, overridden by the `search` keywords
+    (`SearchSettings` fields; None keeps the export's), within the model's limits.
+
+    Args:
+        quantization: CTranslate2 compute type (None: as exported).
+    """
+    model_dir = Path(path)
+    scratch = None
+    if not (model_dir / EXPORT_META).is_file():
+        scratch = tempfile.TemporaryDirectory(prefix="seqed-ct2-")
+        model_dir = Path(scratch.name) / "model"
+        print(f"seqed: exporting {path} to CTranslate2 for this run (`seqed export` keeps it)", file=sys.stderr)
+        export_ctranslate2(path, model_dir)
+    merged = SearchSettings.from_config(read_export_meta(model_dir)["search"], **search)
+    translator = CTranslate2Translator(model_dir, merged, device=device, compute_type=quantization or "default",
+                                       threads=threads)
+    translator._scratch = scratch  # keeps the on-the-fly export until the translator goes
+    return translator

@@ -22,7 +22,7 @@ from ae_tasks import ALPHABET, letters, seqed, train_all, write_config, write_co
 from seqed.autoencoder import decode_latents, encode_sentences
 from seqed.cli import main
 from seqed.evaluate import active_units, reconstruction_report
-from seqed.inference import load_model
+from seqed.loading import load_model
 from seqed.runlog import read_records
 from seqed.vocab import EOS_ID
 

@@ -155,7 +155,7 @@ def test_rnn_trainer_measurement(tmp_path):
 
 def tiny_loaded(tmp_path):
     from seqed.config import load_config
-    from seqed.inference import LoadedModel
+    from seqed.loading import LoadedModel
     from seqed.model import build_model
     from seqed.tokenizer import Tokenizer
 
@@ -403,7 +403,7 @@ def test_length_penalty_baseline_reads_a_checkpoint_with_newer_config_keys(tmp_p
     """A key the reading package's Config lacks is left out of a copy (and named); known ones stay."""
     import length_penalty
 
-    from seqed.inference import load_model
+    from seqed.loading import load_model
     from test_ensemble import write_checkpoint
 
     path = write_checkpoint(tmp_path / "a.pt", 60, 0)

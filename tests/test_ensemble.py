@@ -10,7 +10,7 @@ import torch
 from seqed.checkpoint import save_atomic
 from seqed.config import load_config, to_dict
 from seqed.ensemble import Ensemble
-from seqed.inference import load_ensemble, load_model
+from seqed.loading import load_ensemble, load_model
 from seqed.model import build_model
 from seqed.search import beam_search, greedy_search, sample_search
 from seqed.tokenizer import Tokenizer

@@ -18,7 +18,7 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 from seqed.checkpoint import save_atomic  # noqa: E402
 from seqed.config import load_config, to_dict  # noqa: E402
 from seqed.export import ExportError, export_ctranslate2, vocabularies  # noqa: E402
-from seqed.inference import load_model  # noqa: E402
+from seqed.loading import load_model  # noqa: E402
 from seqed.model import build_model  # noqa: E402
 from seqed.tokenizer import Tokenizer  # noqa: E402
 from seqed.train import train  # noqa: E402
@@ -156,12 +156,13 @@ def test_batches_of_mixed_limits_search_like_one_sentence_at_a_time(trained, bea
     batched = CTranslate2Translator(out, batch_size=64, **options)
     calls = []
     search = batched._search
-    batched._search = lambda source, limit: calls.append((len(source), limit)) or search(source, limit)
+    batched._search = lambda source, limit, settings: calls.append((len(source), limit)) or search(source, limit,
+                                                                                                   settings)
     expected, got = alone.translate(sources), batched.translate(sources)
     for e, g, text in zip(expected, got, sources):
         assert e[0].tokens == g[0].tokens, text
         assert e[0].score == pytest.approx(g[0].score, abs=1e-5)
-    limits = [alone._limit(len(x) + 1) for x in alone.tokenizer.encode_src(sources)]
+    limits = [alone._limit(len(x) + 1, alone.settings) for x in alone.tokenizer.encode_src(sources)]
     assert len(set(limits)) > 1  # the batches mix limits
     assert sum(len(h[0].tokens) == limit for h, limit in zip(got, limits)) >= len(sources) // 10
     batches = -(-len(sources) // 64)

@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 
 from seqed import cli  # noqa: E402
 from seqed.config import load_config  # noqa: E402
-from seqed.inference import load_model  # noqa: E402
+from seqed.loading import load_model  # noqa: E402
 from seqed.plot import attention_of  # noqa: E402
 from seqed.search import greedy_search  # noqa: E402
 from seqed.train import train  # noqa: E402

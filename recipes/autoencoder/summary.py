@@ -37,7 +37,7 @@ def _noise(noise) -> dict:
 
 
 def write(run: Path, config: str, checkpoint: str) -> dict:
-    from seqed.inference import load_model
+    from seqed.loading import load_model
     from seqed.model import count_parameters
 
     loaded = load_model(checkpoint, device="cpu")

@@ -84,7 +84,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
     from seqed.autoencoder import encode_sentences
-    from seqed.inference import load_model
+    from seqed.loading import load_model
 
     check_input(args.input)
     loaded = load_model(args.checkpoint, device=args.device)
@@ -129,7 +129,7 @@ def _rebuild(translator, noisy_ids: list[list[int]], masked: list[list[bool]], f
     if fill:
         from seqed.autoencoder import fill_masked
 
-        return fill_masked(translator.model, noisy_ids, masked, batch_size=translator.batch_size,
+        return fill_masked(translator.model, noisy_ids, masked, batch_size=translator.settings.batch_size,
                            device=translator.device)
     return [h[0].tokens for h in translator.translate_ids(noisy_ids)]
 
@@ -156,7 +156,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from seqed.autoencoder import decode_latents, is_variational
-    from seqed.inference import load_model
+    from seqed.loading import load_model
 
     if args.n <= 0:
         raise ValueError(f"-n must be positive, got {args.n}")
@@ -178,7 +178,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     import torch
 
     from seqed.autoencoder import decode_latents, encode_sentences, has_latent, interpolation_path
-    from seqed.inference import load_model
+    from seqed.loading import load_model
 
     if args.steps < 2:
         raise ValueError(f"--steps must be at least 2, got {args.steps}")
@@ -226,10 +226,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             report["masked_tokens"] = int(sum(sum(m) for m in masked))
     if is_variational(translator.model):
         report["variational"] = variational_report(translator.model, tok, lines, device=translator.device,
-                                                   max_len=translator.max_src_len - 1)
+                                                   max_len=translator.settings.max_src_len - 1)
     report.update(checkpoint=args.checkpoint, input=args.input, noise=args.noise, seed=args.seed,
-                  decoding="fill" if args.fill else ("greedy" if translator.beam_size == 1 else "beam"),
-                  beam=translator.beam_size)
+                  decoding="fill" if args.fill else ("greedy" if translator.settings.beam == 1 else "beam"),
+                  beam=translator.settings.beam)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -45,38 +45,34 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_translator(args: argparse.Namespace, progress: bool):
-    """The Translator the command's options describe.
+    """The translator the command's options describe (`seqed.loading.load_translator`, either engine).
 
     ``args.checkpoint`` is one path, or (translate's repeatable -c) a list of them: several give an
-    ensemble (`seqed.inference.load_ensemble`). The options of `add_decoding_args` are read when present.
+    ensemble. The options of `add_decoding_args` and translate's ``--engine`` / ``--quantization`` are
+    read when present.
     """
-    from seqed.inference import load_ensemble, load_model
-    from seqed.translator import Translator
+    from seqed.loading import load_translator as load
 
-    paths = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
-    loaded = load_model(paths[0], device=args.device) if len(paths) == 1 else load_ensemble(paths, device=args.device)
-    s = loaded.config.search
-    sampling = getattr(args, "sampling", None)
-    decoding = {}
+    search = dict(beam=args.beam, nbest=args.nbest, length_penalty=args.length_penalty, max_len_a=args.max_len_a,
+                  max_len_b=args.max_len_b, min_len=args.min_len, batch_size=args.batch_size)
+    seed = None
     if hasattr(args, "sampling"):  # translate's sampling and alignment options
-        if sampling is None and (args.temperature is not None or args.seed is not None):
+        if args.sampling is None and (args.temperature is not None or args.seed is not None):
             raise ValueError("--temperature and --seed apply to sampling: add --sampling topk=K or --sampling topp=P")
-        decoding = dict(sampling=sampling, seed=args.seed, alignment=args.print_alignment,
-                        temperature=1.0 if args.temperature is None else args.temperature)
-    beam = args.beam if args.beam is not None else s.beam
-    if beam <= 0:
-        raise ValueError(f"--beam must be positive, got {beam}")
-    if sampling is not None:
-        if args.nbest <= 0:
-            raise ValueError(f"--nbest (samples per input) must be positive, got {args.nbest}")
-    elif args.nbest <= 0 or args.nbest > beam:
-        raise ValueError(f"--nbest must be between 1 and the beam size ({beam}), got {args.nbest}")
-    return Translator(loaded.model, loaded.tokenizer, device=loaded.device, beam_size=beam, nbest=args.nbest,
-                      length_penalty=s.length_penalty if args.length_penalty is None else args.length_penalty,
-                      max_len_a=s.max_len_a if args.max_len_a is None else args.max_len_a,
-                      max_len_b=s.max_len_b if args.max_len_b is None else args.max_len_b,
-                      min_len=s.min_len if args.min_len is None else args.min_len,
-                      batch_size=args.batch_size or s.batch_size,
-                      max_src_len=loaded.max_pieces, progress=progress,
-                      max_len_cap=loaded.max_output_len,
-                      precision=args.precision, **decoding)
+        search.update(sampling=args.sampling, temperature=args.temperature, alignment=args.print_alignment or None)
+        seed = args.seed
+    engine = getattr(args, "engine", "seqed")
+    if engine == "seqed" and getattr(args, "quantization", None) is not None:
+        raise ValueError("--quantization needs --engine ctranslate2; for seqed's own engine use --precision")
+    if engine == "ctranslate2":
+        if args.precision != "fp32":
+            raise ValueError(f"--precision {args.precision} is for --engine seqed; with --engine ctranslate2 use "
+                             f"--quantization (e.g. bfloat16, int8)")
+        for option, given in (("--sampling", args.sampling), ("--temperature", args.temperature),
+                              ("--seed", args.seed), ("--print-alignment", args.print_alignment or None)):
+            if given is not None:
+                raise ValueError(f"{option} is for --engine seqed; --engine ctranslate2 runs greedy or beam search "
+                                 f"without alignments")
+    return load(args.checkpoint, engine=engine, device=args.device, precision=args.precision,
+                quantization=getattr(args, "quantization", None), progress=progress and engine == "seqed",
+                seed=seed, **search)

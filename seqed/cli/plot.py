@@ -51,7 +51,7 @@ def cmd_plot_curves(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_attention(args: argparse.Namespace) -> int:
-    from seqed.inference import load_model
+    from seqed.loading import load_model
     from seqed.plot import attention_of, plot_attention
 
     loaded = load_model(args.checkpoint, device=args.device)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
-from seqed.cli.export import QUANTIZATIONS, ctranslate2_translator
+from seqed.cli.export import QUANTIZATIONS
 from seqed.cli.io import check_input, chunks, input_lines, open_out
 from seqed.alignment import pharaoh
 from seqed.cli.options import add_decoding_args, add_search_args, load_translator
@@ -59,14 +58,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise ValueError(f"--buffer-size must be positive, got {args.buffer_size}")
     interactive = args.input == "-" and sys.stdin.isatty()
     size = args.buffer_size or (1 if interactive else 2000)
-    if args.engine == "ctranslate2":
-        engine = ctranslate2_translator(args)
-    elif args.quantization is not None:
-        raise ValueError("--quantization needs --engine ctranslate2; for seqed's own engine use --precision")
-    else:
-        engine = contextlib.nullcontext(load_translator(args, progress=args.input != "-" and args.output != "-"))
-    with engine as translator:
-        return _translate_lines(args, translator, size)
+    translator = load_translator(args, progress=args.input != "-" and args.output != "-")
+    return _translate_lines(args, translator, size)
 
 
 def _translate_lines(args: argparse.Namespace, translator, size: int) -> int:

@@ -1,9 +1,11 @@
-"""Rebuild a trained model and its tokenizer from a checkpoint alone."""
+"""Rebuild a trained model and its tokenizer from a checkpoint alone (`load_model`, `load_ensemble`), and
+the translator of either engine over it (`load_translator`: what `seqed translate`, the Python API and
+`seqed serve` call)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -106,3 +108,61 @@ def load_ensemble(paths: Sequence[str], device: str = "auto") -> LoadedModel:
                        tokenizer=first.tokenizer, config=first.config, device=first.device, step=first.step,
                        max_pieces=min(m.max_pieces for m in loaded),
                        max_output_len=min(m.max_output_len for m in loaded))
+
+
+ENGINES = ("seqed", "ctranslate2")
+
+
+def load_translator(path: Union[str, Sequence[str]], *, engine: str = "seqed", device: str = "auto",
+                    precision: str = "fp32", quantization: Optional[str] = None, threads: int = 0,
+                    progress: bool = False, seed: Optional[int] = None, **search):
+    """A translator (a `seqed.decoding.TextOutput`) for either engine, with the checkpoint's search settings.
+
+    Args:
+        path: a checkpoint file or run directory (best, else last checkpoint); for engine "seqed" also
+            a list of them (an ensemble, `load_ensemble`); for engine "ctranslate2" also a
+            `seqed export` directory (a checkpoint is exported on the fly).
+        engine: "seqed" (`seqed.translator.Translator`) or "ctranslate2"
+            (`seqed.translator_ct2.CTranslate2Translator`).
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        precision: engine "seqed": "fp32", "bf16" or "fp16" (see `Translator`).
+        quantization: engine "ctranslate2": its compute type, e.g. "int8" (None: as exported).
+        threads: CPU threads (0: leave as is); engine "seqed" sets torch's process-wide intra-op threads.
+        progress: a tqdm bar per call (engine "seqed").
+        seed: seed of sampling (engine "seqed", with ``sampling``).
+        search: `SearchSettings` fields (beam, nbest, length_penalty, max_len_a, max_len_b, min_len,
+            batch_size, max_src_len, max_len_cap, sampling, temperature, alignment); None keeps the
+            checkpoint's `search` section. Limits default to (and are capped at) what the model covers.
+
+    Raises:
+        ValueError: an unknown engine, an option the engine does not have, an invalid setting.
+        FileNotFoundError, CheckpointError, seqed.export.ExportError: the model cannot be loaded.
+    """
+    from seqed.decoding import SearchSettings
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    paths = [path] if isinstance(path, (str, bytes)) or not isinstance(path, Sequence) else list(path)
+    if engine == "ctranslate2":
+        from seqed.translator_ct2 import ctranslate2_translator
+
+        if precision != "fp32":
+            raise ValueError(f"precision {precision} is for engine seqed; with engine ctranslate2 use "
+                             f"quantization (e.g. bfloat16, int8)")
+        if seed is not None:
+            raise ValueError("seed is for engine seqed (sampling); the CTranslate2 engine runs greedy or beam search")
+        if len(paths) != 1:
+            raise ValueError(f"engine ctranslate2 runs one model, got {len(paths)} (ensembles are for engine seqed)")
+        return ctranslate2_translator(paths[0], device=device, quantization=quantization, threads=threads,
+                                      **search)
+    from seqed.translator import Translator
+
+    if quantization is not None:
+        raise ValueError("quantization is for engine ctranslate2; for seqed's own engine use precision")
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(paths[0], device=device) if len(paths) == 1 else load_ensemble(paths, device=device)
+    settings = SearchSettings.from_config(loaded.config.search, max_src_len=loaded.max_pieces,
+                                          max_len_cap=loaded.max_output_len, **search)
+    return Translator(loaded.model, loaded.tokenizer, settings, device=loaded.device, precision=precision,
+                      progress=progress, seed=seed)
