@@ -39,18 +39,19 @@ def parse_sampling(spec: str) -> dict:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How to decode: a checkpoint's `search` section, the caller's overrides and the model's limits.
+    """How to decode: a checkpoint's `search` section (every `seqed.config.SearchConfig` field, with the
+    same defaults: tests/test_api.py pins it), the caller's overrides and the model's limits.
 
     Build it with `from_config` (what `seqed translate`, the Python API and the server do) and change
     it with `replace`; both validate.
 
     Attributes:
         beam: beams per sentence; 1 runs greedy search (ignored when sampling).
-        nbest: hypotheses returned per sentence (<= beam); with `sampling`, independent samples.
         length_penalty: GNMT alpha (see `seqed.search.LengthPenalty`); 0 ranks by log-probability.
         max_len_a, max_len_b: output length limit ``a * |src| + b`` (|src| counts EOS).
         min_len: fewest output tokens before EOS.
         batch_size: sentences per search batch.
+        nbest: hypotheses returned per sentence (<= beam); with `sampling`, independent samples.
         max_src_len: longest source, EOS included; longer ones are truncated with a warning. None:
             the model's limit (the engine fills it in).
         max_len_cap: hard cap on output length. None: the model's limit.
@@ -60,12 +61,12 @@ class SearchSettings:
     """
 
     beam: int = 5
-    nbest: int = 1
     length_penalty: float = 1.0
     max_len_a: float = 1.2
     max_len_b: int = 10
     min_len: int = 0
     batch_size: int = 64
+    nbest: int = 1
     max_src_len: Optional[int] = None
     max_len_cap: Optional[int] = None
     sampling: Optional[str] = None

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from seqed.alignment import attention_enabled, hard_alignment, reading_order
-from seqed.decoding import SearchSettings, TextOutput, parse_sampling  # noqa: F401 (parse_sampling: re-export)
+from seqed.decoding import SearchSettings, TextOutput, parse_sampling
 from seqed.search import Hypothesis, decode
 from seqed.vocab import EOS_ID, PAD_ID
 

@@ -94,6 +94,14 @@ def test_per_call_settings_match_a_translator_built_with_them(run, one_thread):
     assert default._resolve(SearchSettings(beam=1)).max_src_len == default.settings.max_src_len
 
 
+def test_search_settings_hold_the_search_section_with_its_defaults():
+    import dataclasses
+
+    section = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    settings = {f.name: f.default for f in dataclasses.fields(SearchSettings)}
+    assert section == {k: settings[k] for k in section}
+
+
 def test_search_settings_merge_section_overrides_and_limits():
     section = SearchConfig(beam=4, length_penalty=1.5, max_len_a=1.0, max_len_b=3, min_len=0, batch_size=8)
     s = SearchSettings.from_config(section, beam=None, nbest=2, max_src_len=40, max_len_cap=30)
