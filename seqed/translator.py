@@ -12,13 +12,11 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
+from seqed import precision as prec
 from seqed.alignment import attention_enabled, hard_alignment, reading_order
 from seqed.data.batching import length_sorted
 from seqed.search import Hypothesis, decode
 from seqed.vocab import EOS_ID, PAD_ID
-
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype (None: off)
 
 
 def parse_sampling(spec: str) -> dict:
@@ -83,9 +81,11 @@ class Translator(TextOutput):
         max_src_len: longest source, EOS included; longer ones are truncated with a warning.
         progress: show a tqdm bar, one tick per batch.
         max_len_cap: hard cap on output length (keep it within a decoder's position table).
-        precision: "fp32", or "bf16" / "fp16": search runs a copy of the model cast to that dtype, under
-            autocast (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; fp16: GPUs only). Scores are always
-            normalised in fp32. "fp32" leaves any autocast context of the caller in force.
+        precision: "auto" (bf16 where the device has native bf16 kernels, else fp32; see
+            `seqed.precision`), "fp32", or "bf16" / "fp16": search runs a copy of the model cast to that
+            dtype, under autocast (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; an explicit bf16 on a
+            CPU that emulates it warns once; fp16: GPUs only). Scores are always normalised in fp32.
+            `self.precision` holds the resolved choice.
         sampling: None (search), or sample instead: "topk=K" or "topp=P" (see `parse_sampling` and
             `seqed.search.Sampler`).
         temperature: sampling temperature T > 0 (with `sampling` only).
@@ -99,7 +99,7 @@ class Translator(TextOutput):
     def __init__(self, model, tokenizer, *, device="cpu", beam_size: int = 5, nbest: int = 1,
                  length_penalty: float = 1.0, max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
                  batch_size: int = 64, max_src_len: int = 1024, progress: bool = False,
-                 max_len_cap: int = 512, precision: str = "fp32", sampling: Optional[str] = None,
+                 max_len_cap: int = 512, precision: str = "auto", sampling: Optional[str] = None,
                  temperature: float = 1.0, seed: Optional[int] = None, alignment: bool = False):
         if beam_size < 1:
             raise ValueError(f"Translator: beam_size must be >= 1, got {beam_size}")
@@ -120,19 +120,20 @@ class Translator(TextOutput):
         if max_src_len < 2:
             raise ValueError(f"Translator: max_src_len must leave room for a token and EOS (>= 2), "
                              f"got {max_src_len}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"Translator: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in prec.CHOICES:
+            raise ValueError(f"Translator: precision must be one of {', '.join(prec.CHOICES)}, got {precision!r}")
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("Translator: fp16 needs a CUDA device; use bf16 (or fp32) on the CPU")
-        self.precision = precision
+        self.precision = precision = prec.resolve(precision, self.device)
+        prec.warn_if_emulated(precision, self.device)
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
-            if PRECISIONS[precision] is not None:
+            if prec.DTYPES[precision] is not None:
                 # Autocast would cast every fp32 weight again at every op of every decoding step: cast a
                 # copy once (the caller's model stays as it is). Autocast still runs the ops it keeps in
                 # fp32 (layer norm, softmax) in fp32; search normalises scores in fp32.
-                model = copy.deepcopy(model).to(PRECISIONS[precision])
+                model = copy.deepcopy(model).to(prec.DTYPES[precision])
         self.model = model
         self.tokenizer = tokenizer
         self.beam_size = beam_size
@@ -195,10 +196,8 @@ class Translator(TextOutput):
         return [torch.tensor(s[:keep] + [EOS_ID], dtype=torch.long) for s in ids]
 
     def _search(self, src: torch.Tensor) -> list[list[Hypothesis]]:
-        dtype = PRECISIONS[self.precision]
-        # fp32 enters no autocast context of its own, so a caller's autocast (e.g. a benchmark's) still applies
-        ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with ctx, (attention_enabled(self.model) if self.alignment else contextlib.nullcontext()):
+        attention = attention_enabled(self.model) if self.alignment else contextlib.nullcontext()
+        with prec.autocast(self.precision, self.device), attention:
             results = decode(self.model, src, beam_size=self.beam_size, nbest=self.nbest,
                              length_penalty=self.length_penalty, sampling=self.sampling, generator=self.generator,
                              **self.limits)

@@ -56,7 +56,7 @@ def ctranslate2_translator(args: argparse.Namespace) -> Iterator:
     from seqed.export import EXPORT_META, export_ctranslate2, read_export_meta
     from seqed.translator_ct2 import CTranslate2Translator
 
-    if args.precision != "fp32":
+    if args.precision not in ("auto", "fp32"):
         raise ValueError(f"--precision {args.precision} is for --engine seqed; with --engine ctranslate2 use "
                          f"--quantization (e.g. bfloat16, int8)")
     for option, given in (("--sampling", args.sampling), ("--temperature", args.temperature),
