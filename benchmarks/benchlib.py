@@ -125,6 +125,7 @@ def environment(threads: Optional[int] = None) -> dict:
     """Versions, threads and machine facts for a results file; `loadavg` tells whether the machine was quiet."""
     import torch
 
+    from seqed.precision import resolve
     from seqed.runtime import cpu_model, versions
 
     env = {"versions": versions(), "torch_threads": torch.get_num_threads(),
@@ -135,8 +136,10 @@ def environment(threads: Optional[int] = None) -> dict:
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv}
     if threads is not None:
         env["threads_requested"] = threads
+    env["precision_auto"] = {"cpu": resolve("auto", "cpu")}  # what precision: auto resolves to here
     if torch.cuda.is_available():
         env["cuda"] = {"device": torch.cuda.get_device_name(), "version": torch.version.cuda}
+        env["precision_auto"]["cuda"] = resolve("auto", "cuda")
     return env
 
 

@@ -101,7 +101,7 @@ def seqed_step(shape: dict, device, *, precision: str, compile_: bool, steps: in
     trainer.schedule = Schedule(optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup)
     trainer.update = Update(t, net=net, model=trainer.model, optimizer=optimizer,
                             scaler=torch.amp.GradScaler("cuda", enabled=False), noiser=None, device=device,
-                            dist=trainer.dist, log=print)
+                            dist=trainer.dist, log=print, precision=precision)
     trainer.state, trainer.window, trainer.bad_in_row = TrainState(), Window(device), 0
     bar = type("Bar", (), {"update": lambda self, n: None})()
     batch = _batch(shape, device)

@@ -87,6 +87,7 @@ def model_summary(cfg) -> str:
 def write(args: argparse.Namespace) -> dict:
     from seqed.loading import load_model
     from seqed.model import count_parameters
+    from seqed.precision import resolve
 
     run = Path(args.run)
     loaded = load_model(str(run / args.checkpoint), device="cpu")
@@ -100,6 +101,7 @@ def write(args: argparse.Namespace) -> dict:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    decode_precision = resolve("auto", device)  # what `seqed translate` (no --precision) decoded in here
     tests = {}
     for name in args.tests.split():
         score_path = run / f"{name}.score.json"
@@ -113,7 +115,7 @@ def write(args: argparse.Namespace) -> dict:
             "decode_seconds": round(timing["seconds"], 2),
             "sentences_per_second": round(sc["n"] / timing["seconds"], 1) if timing["seconds"] > 0 else None,
             "length_penalty": args.length_penalty, "brevity_penalty": sc.get("brevity_penalty"),
-            "length_ratio": sc.get("length_ratio"),
+            "length_ratio": sc.get("length_ratio"), "precision": decode_precision,
             "decode_note": "wall time of `seqed translate` on the file, process start and model load included",
         }
         greedy_path = run / f"{name}.greedy.score.json"
@@ -146,7 +148,8 @@ def write(args: argparse.Namespace) -> dict:
                   "vocab_size": loaded.tokenizer.tgt_vocab_size, "tokenizer": cfg.tokenizer.type},
         "hardware": hardware(device, cfg.train.threads),
         "training": {"seconds": last.get("train_seconds"), "minutes": round(last.get("train_seconds", 0) / 60, 1),
-                     "steps": last.get("step"), "epochs": last.get("epoch"), "precision": cfg.train.precision,
+                     "steps": last.get("step"), "epochs": last.get("epoch"),
+                     "precision": last.get("precision", cfg.train.precision),  # resolved (logs since auto)
                      "max_minutes": cfg.train.max_minutes,
                      "best_valid_bleu_greedy": max(bleus) if bleus else None,
                      "note": "wall clock of the training loop (validations included), from train.log.jsonl"},

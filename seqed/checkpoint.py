@@ -1,4 +1,5 @@
-"""Checkpoints: the versioned format, atomic writes, safe loads, rotation, averaging.
+"""Checkpoints: the versioned format, saving (atomically, through `seqed.files`), safe loads, rotation,
+averaging.
 
 A checkpoint is one `torch.save` dict holding only tensors and plain Python values, so it loads with
 `torch.load(weights_only=True)`: a file from a stranger cannot run code. It carries the config and
@@ -12,7 +13,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +20,15 @@ from typing import Any, Optional
 
 import torch
 
+from seqed.errors import SeqedError
+from seqed.files import atomic_open, link_atomic
+
 # The format written here; files of a newer format are refused with a clear message.
 CHECKPOINT_VERSION = 1
 _STEP_RE = re.compile(r"checkpoint_(\d+)\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SeqedError, ValueError):
     """A checkpoint that cannot be used; the message says which file and why."""
 
 
@@ -59,30 +62,6 @@ class Checkpoint:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write `data` (str as UTF-8) to `path` through a temporary file and a rename: never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def link_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Point `dst` at the same data as `src` (hard link, or a copy), replacing it atomically."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def save_step(ckpt: Checkpoint, directory: str | os.PathLike, step: int, *, is_best: bool,
               keep_last: int) -> Path:
     """Write `checkpoint_<step>.pt` and point `checkpoint_last.pt` (and `_best`) at it; rotate old steps.
@@ -90,7 +69,7 @@ def save_step(ckpt: Checkpoint, directory: str | os.PathLike, step: int, *, is_b
     Best is linked before last: a kill in between leaves `last` older, and resuming redoes the step.
 
     Raises:
-        OSError: the disk is full or not writable; the earlier checkpoints are intact.
+        WriteError: the disk is full or not writable; the earlier checkpoints are intact.
     """
     directory = Path(directory)
     step_path = directory / f"checkpoint_{step}.pt"
@@ -103,31 +82,17 @@ def save_step(ckpt: Checkpoint, directory: str | os.PathLike, step: int, *, is_b
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`.
+    """`torch.save` to a temporary file in the same directory, fsync, then rename over `path`.
 
     A crash (even `kill -9`) or a full disk at any moment leaves either the old file or the new one,
     never a truncated file under `path`.
+
+    Raises:
+        WriteError: the disk is full or not writable (torch.save's short write included); no temporary
+            file is left and `path` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -21,13 +21,14 @@ import yaml
 from seqed.bottleneck import BOTTLENECKS, KL_ANNEALS
 from seqed.decoders import DECODER_CHOICES, DECODERS, NO_ATTENTION, OUTPUT_FROM_HIDDEN
 from seqed.encoders import ENCODER_CHOICES, ENCODERS
+from seqed.errors import SeqedError
 from seqed.noise import NoiseConfig
 from seqed.optim import OPTIMIZERS, SCHEDULES
+from seqed.precision import CHOICES as PRECISIONS
 from seqed.tokenizer import MODEL_TYPES
-from seqed.translator import PRECISIONS
 
 
-class ConfigError(ValueError):
+class ConfigError(SeqedError, ValueError):
     """A configuration mistake the user can fix; the message says what and where."""
 
 
@@ -175,7 +176,7 @@ class TrainConfig:
     patience: int = 0           # validations without improvement before stopping; 0 = off
     keep_last: int = 2
     seed: int = 1
-    precision: str = "fp32"     # fp32 | bf16 | fp16 (autocast; bf16/fp16 need CUDA for speed)
+    precision: str = "auto"     # auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (seqed/precision.py)
     device: str = "auto"        # auto | cpu | cuda | cuda:N
     threads: int = 0            # torch intra-op threads on CPU; 0 = torch default
     log_every: int = 50

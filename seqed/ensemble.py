@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqed.alignment import source_reversed
-from seqed.encoders.rnn import reverse_padded
+from seqed.layers import reverse_padded
 from seqed.memory import Memory
 from seqed.vocab import PAD_ID
 

@@ -34,7 +34,8 @@ def validate(model, data, *, device: torch.device, max_tokens: int = 2048,
         device: where the model lives.
         max_tokens: tokens per validation batch.
         autocast: a context factory for mixed precision (the training run's).
-        translator: decodes `sources` (a `Translator` over `model`), or None for loss only.
+        translator: decodes `sources` (a `Translator` over `model`, in its own precision), or None for
+            loss only.
         sources, references: raw validation text for BLEU/chrF.
 
     Returns:
@@ -65,8 +66,7 @@ def validate(model, data, *, device: torch.device, max_tokens: int = 2048,
         result["valid_kl"] = float(kl) / n_kl
         result["valid_active_units"] = active_units(torch.cat(mus))
     if translator is not None and sources:
-        with autocast():
-            hyps = [h[0][0] for h in translator.translate_text(list(sources))]
+        hyps = [h[0][0] for h in translator.translate_text(list(sources))]
         sc = score(hyps, list(references))
         result.update(valid_bleu=sc.bleu, valid_chrf=sc.chrf)
     return result
@@ -81,10 +81,12 @@ class Validator:
         data: the run's data (`.valid`, `.valid_src`, `.valid_ref`; see `seqed.data.pipeline`).
         tokenizer: for decoding the validation sources.
         device: where the model lives.
+        precision: the run's resolved precision (`seqed.precision.resolve`), which the BLEU decoding uses.
     """
 
-    def __init__(self, cfg, data, tokenizer, device: torch.device):
+    def __init__(self, cfg, data, tokenizer, device: torch.device, *, precision: str = "fp32"):
         self.cfg, self.data, self.tokenizer, self.device = cfg, data, tokenizer, device
+        self.precision = precision
         t = cfg.train
         self.bleu = bool(t.valid_bleu and data.valid_src)
         self.metric = "valid_bleu" if self.bleu and t.early_stop_metric == "bleu" else "valid_nll"
@@ -105,7 +107,10 @@ class Validator:
             settings = SearchSettings.from_config(s, beam=t.valid_beam, nbest=1,
                                                   max_src_len=self.cfg.model.max_pieces,
                                                   max_len_cap=self.cfg.model.max_output_len)
-            translator = Translator(model, self.tokenizer, settings, device=self.device)
+            # the Translator's fp16 needs CUDA: an fp16 run on a CPU decodes in fp32
+            translator = Translator(model, self.tokenizer, settings, device=self.device,
+                                    precision="fp32" if self.precision == "fp16" and self.device.type != "cuda"
+                                    else self.precision)
         result.update(validate(model, self.data.valid, device=self.device, autocast=autocast,
                                max_tokens=max(t.max_tokens, 2048), translator=translator,
                                sources=self.data.valid_src, references=self.data.valid_ref))

@@ -38,6 +38,8 @@ from seqed.config import Config, to_dict
 from seqed.decoders.transformer import TransformerDecoder
 from seqed.embeddings import LearnedPositions, SinusoidalPositions, TokenEmbedding
 from seqed.encoders.transformer import TransformerEncoder
+from seqed.errors import SeqedError
+from seqed.files import WriteError, write_failure
 from seqed.layers import MultiHeadAttention
 from seqed.model import EncoderDecoder
 from seqed.tokenizer import Tokenizer
@@ -48,7 +50,7 @@ EXPORT_META = "seqed_export.json"
 INSTALL_HINT = "pip install 'seqed[ctranslate2]'"
 
 
-class ExportError(ValueError):
+class ExportError(SeqedError, ValueError):
     """A model that cannot be exported (or run) with CTranslate2; the message says why and what to do."""
 
 
@@ -269,9 +271,12 @@ def export_ctranslate2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        failure = write_failure(err)
+        if failure is None:
+            raise
+        raise WriteError(out, *failure) from None  # e.g. a full disk: the directory is left as it was
     return out
 
 

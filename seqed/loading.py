@@ -114,7 +114,7 @@ ENGINES = ("seqed", "ctranslate2")
 
 
 def load_translator(path: Union[str, Sequence[str]], *, engine: str = "seqed", device: str = "auto",
-                    precision: str = "fp32", quantization: Optional[str] = None, threads: int = 0,
+                    precision: str = "auto", quantization: Optional[str] = None, threads: int = 0,
                     progress: bool = False, seed: Optional[int] = None, **search):
     """A translator (a `seqed.decoding.TextOutput`) for either engine, with the checkpoint's search settings.
 
@@ -125,7 +125,8 @@ def load_translator(path: Union[str, Sequence[str]], *, engine: str = "seqed", d
         engine: "seqed" (`seqed.translator.Translator`) or "ctranslate2"
             (`seqed.translator_ct2.CTranslate2Translator`).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        precision: engine "seqed": "fp32", "bf16" or "fp16" (see `Translator`).
+        precision: engine "seqed": "auto", "fp32", "bf16" or "fp16" (see `Translator`); engine
+            "ctranslate2" takes "auto" or "fp32" only (its precision is `quantization`).
         quantization: engine "ctranslate2": its compute type, e.g. "int8" (None: as exported).
         threads: CPU threads (0: leave as is); engine "seqed" sets torch's process-wide intra-op threads.
         progress: a tqdm bar per call (engine "seqed").
@@ -146,7 +147,7 @@ def load_translator(path: Union[str, Sequence[str]], *, engine: str = "seqed", d
     if engine == "ctranslate2":
         from seqed.translator_ct2 import ctranslate2_translator
 
-        if precision != "fp32":
+        if precision not in ("auto", "fp32"):
             raise ValueError(f"precision {precision} is for engine seqed; with engine ctranslate2 use "
                              f"quantization (e.g. bfloat16, int8)")
         if seed is not None:

@@ -2,8 +2,8 @@
 
 `train.log.jsonl` holds one JSON object per line: `{"event": "train", ...}` every `train.log_every`
 updates (training loss, learning rate, tokens/s) and `{"event": "valid", ...}` at each validation
-(validation loss, BLEU, chrF, ...); every line has `time`, the wall clock when it was written (Unix
-seconds). With `train.tensorboard: true` the same numbers go to
+(validation loss, BLEU, chrF, the resolved `train.precision`, ...); every line has `time`, the wall clock
+when it was written (Unix seconds). With `train.tensorboard: true` the same numbers go to
 `out_dir/tensorboard` through `torch.utils.tensorboard` (`pip install 'seqed[tensorboard]'`).
 """
 
@@ -18,7 +18,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from seqed.checkpoint import write_atomic
+from seqed.files import append_text, write_atomic
 
 LOG_NAME = "train.log.jsonl"
 
@@ -49,7 +49,7 @@ class RunLog:
         if not enabled:
             return
         if fresh and env is not None:
-            (Path(out) / "env.json").write_text(json.dumps(dict(env, argv=sys.argv), indent=2))
+            write_atomic(Path(out) / "env.json", json.dumps(dict(env, argv=sys.argv), indent=2))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -71,8 +71,7 @@ class RunLog:
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= step))
 
     def _append(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(dict(record, time=round(time.time(), 3))) + "\n")
+        append_text(self.path, json.dumps(dict(record, time=round(time.time(), 3))) + "\n")
 
     def train(self, record: dict) -> None:
         """A training line: step, train_loss (label-smoothed, per target token), lr, tokens_per_s."""

@@ -1,5 +1,5 @@
-"""The process a run lives in: errors, the device, torch.distributed helpers, stop signals, random state,
-versions."""
+"""The process a run lives in: the device, torch.distributed helpers, stop signals, random state, the CPU's
+name, versions."""
 
 from __future__ import annotations
 
@@ -16,27 +16,6 @@ from typing import Any, Iterator, Optional
 import torch
 
 from seqed import __version__
-
-
-def cpu_lacks_native(dtype: torch.dtype) -> bool:
-    """True when oneDNN has no native kernels for `dtype` (bf16, fp16) on this CPU.
-
-    On such CPUs (e.g. AVX2 without AVX512-BF16) bf16 autocast is emulated (the Multi30k Transformer
-    recipe's first update took 84 s in bf16, its fp32 updates 3.7 s, torch 2.13) and oneDNN's bf16 LSTM fails for many shapes with "could not
-    create a primitive descriptor for the LSTM forward propagation primitive" (seen with torch 2.13).
-    """
-    try:
-        if dtype == torch.bfloat16:
-            return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        if dtype == torch.float16:
-            return not torch.ops.mkldnn._is_mkldnn_fp16_supported()
-    except (AttributeError, RuntimeError):
-        return True
-    return False
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and what to try."""
 
 
 @dataclass

@@ -30,13 +30,16 @@ from seqed.config import Config, to_dict
 from seqed.data.batching import TokenBatchSampler
 from seqed.data.pipeline import prepare_data
 from seqed.data.preprocess import build_missing, train_tokenizer
+from seqed.errors import TrainingError
 from seqed.evaluate import Validator
 from seqed.model import EncoderDecoder, build_model, count_parameters
 from seqed.noise import Noiser
 from seqed.optim import Schedule, build_optimizer
 from seqed.runlog import RunLog
-from seqed.runtime import (Dist, StopSignals, TrainingError, all_reduce_sum, broadcast_object, cpu_lacks_native,
-                           device_kind, gather_rng, init_distributed, resolve_device, seed_everything, set_rng_state, versions)
+from seqed.precision import resolve as resolve_precision
+from seqed.precision import warn_if_emulated
+from seqed.runtime import (Dist, StopSignals, all_reduce_sum, broadcast_object, device_kind, gather_rng,
+                           init_distributed, resolve_device, seed_everything, set_rng_state, versions)
 from seqed.tokenizer import Tokenizer
 from seqed.trainstate import Pending, TrainState, Window, diverged
 from seqed.update import Update
@@ -78,6 +81,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         self.dist = init_distributed(device_kind(t.device), t.dist_timeout_minutes)
         self.device = resolve_device(t.device, self.dist.local_rank)
+        self.precision = resolve_precision(t.precision, self.device)  # "auto" -> bf16 where native, else fp32
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         ckpt = resume_checkpoint(self.out, to_dict(cfg), resume=self.resume)
@@ -105,27 +109,26 @@ class Trainer:
                 self.tokenizer.save(self.out / "tokenizer")
                 (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.runlog = RunLog(self.out, enabled=self.dist.main, tensorboard=t.tensorboard,
-                             env={"versions": versions(), "seed": t.seed}, fresh=not ckpt)
+                             env={"versions": versions(), "seed": t.seed, "precision": self.precision},
+                             fresh=not ckpt)
         self.model: EncoderDecoder = build_model(cfg, self.tokenizer.src_vocab_size,
                                                  self.tokenizer.tgt_vocab_size).to(self.device)
         self.log(f"model: {cfg.model.encoder.type} encoder + {cfg.model.decoder.type} decoder, "
-                 f"{count_parameters(self.model):,} parameters, device {self.device}")
-        if self.device.type == "cpu" and t.precision in ("bf16", "fp16") and cpu_lacks_native(
-                torch.bfloat16 if t.precision == "bf16" else torch.float16):
-            self.log(f"warning: this CPU has no native {t.precision} kernels, so train.precision={t.precision} "
-                     f"is emulated and many times slower than fp32: set train.precision=fp32")
+                 f"{count_parameters(self.model):,} parameters, device {self.device}, precision {self.precision}"
+                 + (" (train.precision=auto)" if t.precision == "auto" else ""))
+        warn_if_emulated(self.precision, self.device, setting="train.precision", log=self.log)
         self.optimizer = build_optimizer(self.model.parameters(), name=t.optimizer, lr=t.lr, betas=t.betas,
                                          eps=t.eps, weight_decay=t.weight_decay)
         self.schedule = Schedule(self.optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup,
                                  factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr,
                                  total=t.max_steps, decay_fraction=t.decay_fraction)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16" and self.device.type == "cuda"))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(self.precision == "fp16" and self.device.type == "cuda"))
         src_lens, tgt_lens = self.data.train.lengths()
         self.sampler = TokenBatchSampler(src_lens, tgt_lens, max_tokens=t.max_tokens,
                                          max_sentences=t.max_sentences or None, shuffle=True, seed=t.seed,
                                          num_shards=self.dist.world, shard_index=self.dist.rank,
                                          pad_to_multiple=t.pad_to_multiple)
-        self.validator = Validator(cfg, self.data, self.tokenizer, self.device)
+        self.validator = Validator(cfg, self.data, self.tokenizer, self.device, precision=self.precision)
         self.state = TrainState()
         if ckpt:
             self._restore(ckpt)
@@ -146,7 +149,7 @@ class Trainer:
         noiser = (Noiser(cfg.data.noise, vocab_size=self.tokenizer.src_vocab_size, mask_id=UNK_ID)
                   if cfg.data.noise.active else None)
         self.update = Update(t, net=self.net, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
-                             noiser=noiser, device=self.device, dist=self.dist, log=self.log)
+                             noiser=noiser, device=self.device, dist=self.dist, log=self.log, precision=self.precision)
 
     def _restore(self, ckpt: dict) -> None:
         restore_weights(ckpt, model=self.model, optimizer=self.optimizer, schedule=self.schedule,
@@ -183,12 +186,12 @@ class Trainer:
                           versions=versions())
         try:
             return save_step(ckpt, self.out, self.state.step, is_best=is_best, keep_last=self.cfg.train.keep_last)
-        except OSError as err:
+        except OSError as err:  # seqed.files.WriteError: a full disk, no permission (torch.save's too)
             last = self.out / "checkpoint_last.pt"
             raise TrainingError(
-                f"cannot write checkpoint {step_path}: {err.strerror or err}. The previous checkpoint "
-                f"({last.name if last.is_file() else 'none yet'}) is intact: free disk space or choose another "
-                f"out_dir, then resume with: {self.resume_command}") from None
+                f"cannot write checkpoint {err.filename or step_path}: {err.strerror or err}. The last good "
+                f"checkpoint, {last if last.is_file() else 'none yet'}, is intact: free disk space or choose "
+                f"another out_dir, then resume with: {self.resume_command}") from None
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> TrainState:
@@ -334,7 +337,8 @@ class Trainer:
             result = self.validator(self.model, st, autocast=self.update.autocast, final=final)
             if st.window_tokens:
                 result["train_loss"] = st.window_loss / st.window_tokens  # label-smoothed, per target token
-            result.update(epoch=st.epoch, lr=lr, train_seconds=round(st.train_seconds, 2),
+            result.update(epoch=st.epoch, lr=lr, precision=self.precision,
+                          train_seconds=round(st.train_seconds, 2),
                           valid_seconds=round(time.perf_counter() - tick, 2), skipped_steps=st.skipped_steps)
             if st.oom_skipped:
                 result["oom_skipped"] = st.oom_skipped

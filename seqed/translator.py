@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from seqed import precision as prec
 from seqed.alignment import attention_enabled, hard_alignment, reading_order
 from seqed.decoding import SearchSettings, TextOutput, parse_sampling
 from seqed.search import Hypothesis, decode
 from seqed.vocab import EOS_ID, PAD_ID
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype (None: off)
 DEFAULT_MAX_SRC_LEN = 1024  # limits of a model given without them (`seqed.loading` passes the model's own)
 DEFAULT_MAX_LEN_CAP = 512
 
@@ -38,9 +38,12 @@ class Translator(TextOutput):
         settings: the default `SearchSettings` (limits left unset: 1024 source pieces, 512 output pieces).
         device: where search runs.
         progress: show a tqdm bar, one tick per batch.
-        precision: "fp32", or "bf16" / "fp16": search runs a copy of the model cast to that dtype, under
-            autocast (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; fp16: GPUs only). Scores are always
-            normalised in fp32. "fp32" leaves any autocast context of the caller in force.
+        precision: "auto" (bf16 where the device has native bf16 kernels, else fp32; see
+            `seqed.precision`), "fp32", or "bf16" / "fp16": search runs a copy of the model cast to that
+            dtype, under autocast (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; an explicit bf16 on a
+            CPU that emulates it warns once; fp16: GPUs only). Scores are always normalised in fp32.
+            "fp32" leaves any autocast context of the caller in force. `self.precision` holds the
+            resolved choice.
         seed: seed of the sampling generator (with `settings.sampling` only): the same seed, inputs and
             batch_size give the same samples from one Translator's first sampling call on; None draws one.
         search: `SearchSettings` fields overriding `settings` (``beam_size`` is read as ``beam``), e.g.
@@ -50,24 +53,25 @@ class Translator(TextOutput):
     """
 
     def __init__(self, model, tokenizer, settings: Optional[SearchSettings] = None, *, device="cpu",
-                 precision: str = "fp32", progress: bool = False, seed: Optional[int] = None, **search):
+                 precision: str = "auto", progress: bool = False, seed: Optional[int] = None, **search):
         settings = (settings or SearchSettings()).replace(**search)
         if settings.sampling is None and seed is not None:
             raise ValueError("Translator: temperature and seed apply to sampling only; give sampling='topk=K' "
                              "or 'topp=P'")
-        if precision not in PRECISIONS:
-            raise ValueError(f"Translator: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision not in prec.CHOICES:
+            raise ValueError(f"Translator: precision must be one of {', '.join(prec.CHOICES)}, got {precision!r}")
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("Translator: fp16 needs a CUDA device; use bf16 (or fp32) on the CPU")
-        self.precision = precision
+        self.precision = precision = prec.resolve(precision, self.device)
+        prec.warn_if_emulated(precision, self.device)
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
-            if PRECISIONS[precision] is not None:
+            if prec.DTYPES[precision] is not None:
                 # Autocast would cast every fp32 weight again at every op of every decoding step: cast a
                 # copy once (the caller's model stays as it is). Autocast still runs the ops it keeps in
                 # fp32 (layer norm, softmax) in fp32; search normalises scores in fp32.
-                model = copy.deepcopy(model).to(PRECISIONS[precision])
+                model = copy.deepcopy(model).to(prec.DTYPES[precision])
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings.replace(max_src_len=settings.max_src_len or DEFAULT_MAX_SRC_LEN,
@@ -104,11 +108,8 @@ class Translator(TextOutput):
 
     def _search(self, src: torch.Tensor, settings: SearchSettings) -> list[list[Hypothesis]]:
         """Decode src (B, S), EOS appended and PAD padded."""
-        dtype = PRECISIONS[self.precision]
         sampling, generator = self._sampler(settings)
-        # fp32 enters no autocast context of its own, so a caller's autocast (e.g. a benchmark's) still applies
-        ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with ctx, (attention_enabled(self.model) if settings.alignment else contextlib.nullcontext()):
+        with prec.autocast(self.precision, self.device), (attention_enabled(self.model) if settings.alignment else contextlib.nullcontext()):
             results = decode(self.model, src, beam_size=settings.beam, nbest=settings.nbest,
                              length_penalty=settings.length_penalty, sampling=sampling, generator=generator,
                              max_len_a=settings.max_len_a, max_len_b=settings.max_len_b, min_len=settings.min_len,

@@ -13,42 +13,39 @@ from torch import Tensor, nn
 
 from seqed.bottleneck import kl_weight
 from seqed.config import TrainConfig
+from seqed.errors import TrainingError
 from seqed.losses import label_smoothed_nll, masked_target
 from seqed.noise import Noiser, word_dropout
 from seqed.optim import grad_norm_clip, skip_on_device
-from seqed.runtime import Dist, TrainingError, all_reduce_sum
+from seqed.precision import autocast
+from seqed.runtime import Dist, all_reduce_sum
 from seqed.trainstate import Pending, oom_message
 from seqed.vocab import PAD_ID
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The mixed-precision context of `train.precision` (fp32: none)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 class Update:
     """Queues one optimizer update per call; the trainer reads its `Pending` outcome later.
 
     Args:
-        t: the run's train config (seed, precision, clip, label smoothing, KL annealing, noise targets).
+        t: the run's train config (seed, clip, label smoothing, KL annealing, noise targets).
         net: what the forward runs through (the model, or its DDP / compiled wrapper).
         model: the bare model (gradient clipping).
         optimizer, scaler: the run's optimizer and gradient scaler (enabled for fp16 on CUDA only).
         noiser: source corruption of a denoising run, or None.
         device, dist: where the model lives, and this process's place among the ranks.
         log: a rank-0 message sink (an out-of-memory batch skipped under train.skip_oom).
+        precision: the resolved `train.precision` (`seqed.precision.resolve`): "fp32", "bf16" or "fp16".
     """
 
     def __init__(self, t: TrainConfig, *, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, noiser: Optional[Noiser], device: torch.device, dist: Dist,
-                 log: Callable[[str], None]):
+                 log: Callable[[str], None], precision: str):
+        self.precision = precision
         self.t, self.net, self.model, self.optimizer, self.scaler = t, net, model, optimizer, scaler
         self.noiser, self.device, self.dist, self.log = noiser, device, dist, log
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.t.precision, self.device)
+        return autocast(self.precision, self.device)
 
     def __call__(self, batches: list, step: int) -> Pending:
         """Queue the update that makes `step + 1` over `batches` (DDP syncs on the last one only).

@@ -121,28 +121,30 @@ def expected(model, name):
 @pytest.mark.parametrize("name", ["transformer", "rnn_reversed", "rnn_luong"])
 def test_tiny_models_align_every_output_piece(models, name):
     model = models[name]
-    tr = Translator(model, None, beam_size=1, alignment=True, max_len_cap=100)
+    tr = Translator(model, None, precision="fp32", beam_size=1, alignment=True, max_len_cap=100)
     hyps = [h[0] for h in tr.translate_ids(SOURCES)]
     assert [(h.tokens, h.alignment) for h in hyps] == expected(model, name)
     for h, s in zip(hyps, SOURCES):
         assert [j for _, j in h.alignment] == list(range(len(h.tokens)))
         assert all(0 <= i < len(s) for i, _ in h.alignment)
     assert getattr(model.decoder, "need_attn", False) is False  # the flag is restored
-    beam = Translator(model, None, beam_size=3, nbest=2, alignment=True, max_len_cap=100).translate_ids(SOURCES)
+    beam = Translator(model, None, precision="fp32", beam_size=3, nbest=2, alignment=True,
+                      max_len_cap=100).translate_ids(SOURCES)
     assert all(len(h.alignment) == len(h.tokens) for hyps in beam for h in hyps)
     # an ensemble of one aligns like its model, reversed source included
-    ens = Translator(Ensemble([model]), None, beam_size=1, alignment=True, max_len_cap=100).translate_ids(SOURCES)
+    ens = Translator(Ensemble([model]), None, precision="fp32", beam_size=1, alignment=True,
+                     max_len_cap=100).translate_ids(SOURCES)
     assert [h[0].alignment for h in ens] == [h.alignment for h in hyps]
 
 
 def test_transformer_attention_is_only_computed_for_alignments(models):
-    plain = Translator(models["transformer"], None, beam_size=2).translate_ids(SOURCES)
+    plain = Translator(models["transformer"], None, precision="fp32", beam_size=2).translate_ids(SOURCES)
     assert all(h.attn is None and h.alignment is None for hyps in plain for h in hyps)
 
 
 def test_ensemble_alignment_averages_members_in_reading_order(models):
     ensemble = Ensemble([models["rnn_reversed"], models["rnn_luong"], models["rnn_fixed"]])
-    tr = Translator(ensemble, None, beam_size=2, alignment=True, max_len_cap=100)
+    tr = Translator(ensemble, None, precision="fp32", beam_size=2, alignment=True, max_len_cap=100)
     for hyps, s in zip(tr.translate_ids(SOURCES), SOURCES):
         assert hyps[0].attn.shape == (len(hyps[0].tokens) + 1, len(s) + 1)
         torch.testing.assert_close(hyps[0].attn.sum(-1), torch.ones(len(hyps[0].tokens) + 1))

@@ -126,7 +126,7 @@ def test_types_come_from_the_registries(monkeypatch):
 def test_choices_come_from_the_registries(monkeypatch):
     from torch import nn
 
-    from seqed.encoders.rnn import CELLS
+    from seqed.layers import CELLS
 
     rnn = ["model.encoder.type=rnn", "model.decoder.type=rnn"]
     with pytest.raises(ConfigError, match="model.encoder.cell must be one of lstm, gru; got 'rnn'"):
@@ -140,7 +140,7 @@ def test_choices_come_from_the_registries(monkeypatch):
 @pytest.mark.parametrize("key,registry", [
     ("model.encoder.positions", "seqed.embeddings.POSITIONS"),
     ("model.bottleneck", "seqed.bottleneck.BOTTLENECKS"),
-    ("train.precision", "seqed.translator.PRECISIONS"),
+    ("train.precision", "seqed.precision.CHOICES"),
     ("train.optimizer", "seqed.optim.OPTIMIZERS"),
     ("tokenizer.type", "seqed.tokenizer.MODEL_TYPES"),
 ])

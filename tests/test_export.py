@@ -116,7 +116,8 @@ def _below_limit(hyps, sources, tokenizer, a=1.2, b=10):
 def test_greedy_and_beam_outputs_match_seqed(trained, beam, nbest):
     ckpt, out, sources = trained
     loaded = load_model(str(ckpt), device="cpu")
-    ours = Translator(loaded.model, loaded.tokenizer, beam_size=beam, nbest=nbest, length_penalty=0.0).translate(sources)
+    ours = Translator(loaded.model, loaded.tokenizer, beam_size=beam, nbest=nbest, length_penalty=0.0,
+                      precision="fp32").translate(sources)  # CTranslate2 runs float32
     theirs = CTranslate2Translator(out, compute_type="float32", beam_size=beam, nbest=nbest, length_penalty=0.0,
                                    threads=1).translate(sources)
     keep = range(len(sources)) if beam == 1 else _below_limit(ours, sources, loaded.tokenizer)
@@ -139,7 +140,8 @@ def test_length_penalty_ranks_by_gnmt(trained):
             assert h.score == pytest.approx(h.log_prob / ((5 + len(h.tokens) + 1) / 6) ** alpha)
     # not guaranteed (the candidate sets may differ, see seqed.translator_ct2), but true of this model
     loaded = load_model(str(ckpt), device="cpu")
-    ours = Translator(loaded.model, loaded.tokenizer, beam_size=4, length_penalty=alpha).translate(sources)
+    ours = Translator(loaded.model, loaded.tokenizer, beam_size=4, length_penalty=alpha,
+                      precision="fp32").translate(sources)
     same = sum(a[0].tokens == b[0].tokens for a, b in zip(ours, theirs))
     assert same >= len(sources) * 3 // 4
 

@@ -229,12 +229,17 @@ def test_resuming_a_finished_run_trains_no_more(capsys, trained, tmp_path):
 # translation I/O
 
 
-def test_translate_precision_flag(capsys, trained, tmp_path):
+def test_translate_precision_flag(capsys, trained, tmp_path, monkeypatch):
+    import seqed.precision
+
     _, run = trained
     src = tmp_path / "in.txt"
     src.write_text("a b c\n\nd e f g\n")
+    monkeypatch.setattr(seqed.precision, "cpu_lacks_native", lambda dtype: True)  # a CPU that emulates bf16
+    monkeypatch.setattr(seqed.precision, "_warned", set())
     rc, out, err = cli(capsys, "translate", "-c", run, "--device", "cpu", "--precision", "bf16", "-i", src)
     assert rc == 0, err
+    assert err.count("seqed: warning: this CPU has no native bf16 kernels, so precision=bf16 is emulated") == 1
     assert len(out.split("\n")) == 4 and out.split("\n")[1] == ""
     fails(capsys, "translate", "-c", run, "--device", "cpu", "--precision", "fp16", "-i", src,
           match="fp16 needs a CUDA device")
@@ -323,7 +328,10 @@ def test_out_of_memory_is_reported_with_the_batch_shape(capsys, task, tmp_path, 
         assert rc == 2 and "set train.skip_oom=true" in err and "Traceback" not in err
 
 
-def test_full_disk_keeps_the_previous_checkpoint(capsys, task, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")],
+                         ids=["oserror", "torch-short-write"])
+def test_full_disk_keeps_the_previous_checkpoint(capsys, task, tmp_path, monkeypatch, failure):
     real = torch.save
     calls = {"n": 0}
 
@@ -332,14 +340,15 @@ def test_full_disk_keeps_the_previous_checkpoint(capsys, task, tmp_path, monkeyp
         if calls["n"] == 2:
             if hasattr(f, "write"):
                 f.write(b"partial")
-            raise OSError(28, "No space left on device")
+            raise failure
         return real(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
     run = tmp_path / "run"
     cfg = write_config(tmp_path / "c.yaml", task, run, train="max_steps: 20, valid_every: 5")
-    msg = fails(capsys, "train", cfg, "--no-progress", match="cannot write checkpoint")
+    msg = fails(capsys, "train", cfg, "--no-progress", match=f"cannot write checkpoint {run / 'checkpoint_10.pt'}: ")
     assert "No space left on device" in msg and "--resume" in msg
+    assert f"The last good checkpoint, {run / 'checkpoint_last.pt'}, is intact" in msg
     monkeypatch.undo()
     assert load_checkpoint(run / "checkpoint_last.pt")["train_state"]["step"] == 5
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]

@@ -8,7 +8,8 @@ from torch import nn
 
 from seqed.attention import ATTENTIONS, Attention
 from seqed.decoders.rnn import RNNDecoder, RNNState
-from seqed.encoders.rnn import RNNEncoder, reverse_padded
+from seqed.encoders.rnn import RNNEncoder
+from seqed.layers import reverse_padded
 from seqed.memory import Memory
 from seqed.vocab import BOS_ID, PAD_ID
 
@@ -291,7 +292,7 @@ def test_rnn_under_cpu_bf16_autocast_runs_and_matches_fp32(cell):
     run_rnn falls back to fp32 there; everywhere it must run and agree with fp32 to bf16 accuracy."""
     from torch.nn.utils.rnn import pack_padded_sequence
 
-    from seqed.encoders.rnn import CELLS, run_rnn
+    from seqed.layers import CELLS, run_rnn
 
     torch.manual_seed(0)
     rnn = CELLS[cell](8, 8, num_layers=2, bidirectional=True, batch_first=True)

@@ -357,7 +357,8 @@ class CopyModel(nn.Module):
 def test_translator_sorts_batches_and_restores_order():
     model = CopyModel()
     lines = ["hello world", "", "ab", "a much longer sentence", "   ", "xyz"]
-    translator = Translator(model, CharTokenizer(), beam_size=3, nbest=2, batch_size=2, max_len_b=2)
+    translator = Translator(model, CharTokenizer(), beam_size=3, nbest=2, batch_size=2, max_len_b=2,
+                            precision="fp32")  # fp32: searches `model` itself, not a cast copy
     out = translator.translate_text(lines)
     assert [hyps[0][0] for hyps in out] == ["hello world", "", "ab", "a much longer sentence", "", "xyz"]
     assert [len(hyps) for hyps in out] == [2, 1, 2, 2, 1, 2]
@@ -414,11 +415,11 @@ def test_translator_precision_runs_search_under_autocast(beam):
     model = CopyModel()
     model.decoder = AutocastSpy()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        Translator(model, CharTokenizer(), beam_size=beam).translate_text(["hello"])
+        Translator(model, CharTokenizer(), beam_size=beam, precision="fp32").translate_text(["hello"])
     assert model.decoder.seen == {torch.bfloat16}
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         Translator(CopyModel(), CharTokenizer(), precision="fp16")
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
         Translator(CopyModel(), CharTokenizer(), precision="int8")
 
 
@@ -427,7 +428,7 @@ def test_translator_bf16_casts_a_copy_of_the_weights():
     tr = Translator(model, CharTokenizer(), precision="bf16")
     assert tr.model[0].weight.dtype == torch.bfloat16
     assert model[0].weight.dtype == torch.float32  # the caller's model is left as it was
-    assert Translator(model, CharTokenizer()).model[0].weight.dtype == torch.float32
+    assert Translator(model, CharTokenizer(), precision="fp32").model[0].weight.dtype == torch.float32
 
 
 def test_early_unlikely_endings_do_not_stop_the_search():

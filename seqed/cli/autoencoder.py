@@ -8,6 +8,7 @@ import sys
 
 from seqed.cli.io import check_input, chunks, input_lines, open_out
 from seqed.cli.options import add_search_args, load_translator
+from seqed.files import atomic_open, write_atomic
 
 
 FILL_HELP = ("with --noise mask=...: keep the uncorrupted pieces and predict only the masked ones (forced "
@@ -91,7 +92,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     lines = list(input_lines(args.input))
     vectors = encode_sentences(loaded.model, loaded.tokenizer, lines, batch_size=args.batch_size,
                                device=loaded.device, max_len=loaded.config.model.max_pieces)
-    with open(args.output, "wb") as f:  # np.save(path) would append ".npy" to other names
+    with atomic_open(args.output, "wb") as f:  # np.save(path) would append ".npy" to other names
         np.save(f, vectors)
     print(f"wrote {vectors.shape[0]} codes of size {vectors.shape[1] if vectors.ndim == 2 else 0} to "
           f"{args.output}", file=sys.stderr)
@@ -233,6 +234,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_atomic(args.json, text + "\n")
     return 0

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Iterator, TextIO
 
-from seqed.files import read_utf8_lines
+from seqed.files import open_stream, read_utf8_lines
 
 
 def check_input(path: str) -> None:
@@ -29,11 +29,12 @@ def input_lines(path: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def open_out(path: str) -> Iterator[TextIO]:
-    """stdout for "-" (left open), else the file opened for writing in UTF-8 (closed at the end)."""
+    """stdout for "-" (left open), else the file opened for writing in UTF-8 (closed at the end); a failed
+    write (a full disk) raises `seqed.files.WriteError` naming the file."""
     if path == "-":
         yield sys.stdout
         return
-    with open(path, "w", encoding="utf-8") as f:
+    with open_stream(path) as f:
         yield f
 
 

@@ -55,8 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from seqed.checkpoint import CheckpointError
-    from seqed.config import ConfigError
+    from seqed.errors import USER_ERRORS
 
     try:
         return args.func(args)
@@ -68,16 +67,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("seqed: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
-    except (OSError, ConfigError, CheckpointError, ValueError) as err:
-        # OSError: missing or unreadable files, a full disk, permissions (BrokenPipeError is handled above).
+    except USER_ERRORS as err:
+        # seqed's own errors (`seqed.errors.SeqedError`: config, checkpoint, training, a full disk, ...),
+        # missing or unreadable files, bad values (BrokenPipeError is handled above).
         if os.environ.get("SEQED_DEBUG"):
             raise
         print(f"seqed: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
-        from seqed.runtime import TrainingError
-
-        if isinstance(err, TrainingError) and not os.environ.get("SEQED_DEBUG"):
-            print(f"seqed: error: {err}", file=sys.stderr)
-            return 2
-        raise

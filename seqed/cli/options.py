@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from seqed.precision import CHOICES as PRECISIONS
+
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
@@ -17,11 +19,12 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-len", type=int, default=None, help="minimum output length in pieces")
     g.add_argument("--batch-size", type=int, default=None, metavar="N", help="sentences per batch (default 64)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="fp32 (default), or bf16/fp16: weights cast once, autocast for the rest. bf16 is "
-                        "~1.6x faster on CPUs with AVX512-BF16 or AMX and on GPUs; on Multi30k test2016 it "
-                        "changed BLEU by -0.08 (Transformer) and -0.15 (attention RNN) (benchmarks/README.md); "
-                        "fp16 is for GPUs")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto (default): bf16 where the device has native bf16 kernels (GPUs; CPUs with "
+                        "AVX512-BF16 or AMX), else fp32. bf16/fp16: weights cast once, autocast for the rest; "
+                        "bf16 is ~1.6x faster where native, and changed Multi30k test2016 BLEU by -0.08 "
+                        "(Transformer) and -0.15 (attention RNN) (benchmarks/README.md); on a CPU that emulates "
+                        "it, many times slower (a warning says so). fp16 is for GPUs")
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +68,7 @@ def load_translator(args: argparse.Namespace, progress: bool):
     if engine == "seqed" and getattr(args, "quantization", None) is not None:
         raise ValueError("--quantization needs --engine ctranslate2; for seqed's own engine use --precision")
     if engine == "ctranslate2":
-        if args.precision != "fp32":
+        if args.precision not in ("auto", "fp32"):
             raise ValueError(f"--precision {args.precision} is for --engine seqed; with --engine ctranslate2 use "
                              f"--quantization (e.g. bfloat16, int8)")
         for option, given in (("--sampling", args.sampling), ("--temperature", args.temperature),

@@ -29,8 +29,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from seqed.checkpoint import write_atomic
 from seqed.data.corpus import read_lines, read_tsv
+from seqed.errors import SeqedError
+from seqed.files import write_atomic
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data" / "manifests"
 MULTI30K_SPLITS = ("train", "val", "test2016", "test2017", "mscoco2017")
@@ -39,7 +40,7 @@ LANGS = ("en", "fr")
 _CHUNK = 1 << 20
 
 
-class PrepareError(ValueError):
+class PrepareError(SeqedError, ValueError):
     """A corpus that cannot be prepared (missing file, bad checksum, no network); says what to do."""
 
 

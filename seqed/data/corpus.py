@@ -17,13 +17,14 @@ import re
 from typing import Iterator, NamedTuple, Optional
 
 from seqed.config import ConfigError, CorpusConfig, expand_path
+from seqed.errors import SeqedError
 from seqed.files import decode_lines, open_lines
 
 CHUNK = 8192            # pairs per chunk (one encoding job)
 LOCAL_BUILDERS = ("json", "csv", "parquet", "text")
 
 
-class DataError(ValueError):
+class DataError(SeqedError, ValueError):
     """A corpus that cannot be read or trained on; the message says what, where, and what to do."""
 
 

@@ -47,6 +47,7 @@ import torch
 from seqed.config import Config, ConfigError, expand_path
 from seqed.data.batching import Batch, ParallelData, _round_up
 from seqed.data.corpus import input_files
+from seqed.errors import SeqedError
 from seqed.tokenizer import Tokenizer
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -58,7 +59,7 @@ _COPY_BLOCK = 1 << 24        # elements per block when converting raw arrays to 
 RECIPE_VERSION = 1
 
 
-class BinarizedError(ValueError):
+class BinarizedError(SeqedError, ValueError):
     """A binarized directory that is missing, incomplete, stale or does not match; the message says what to do."""
 
 

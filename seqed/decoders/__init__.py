@@ -15,7 +15,7 @@ from seqed.attention import ATTENTIONS
 from seqed.decoders.rnn import RNNDecoder
 from seqed.decoders.transformer import TransformerDecoder
 from seqed.embeddings import POSITIONS
-from seqed.encoders.rnn import CELLS
+from seqed.layers import CELLS
 
 NO_ATTENTION = "none"  # model.decoder.attention for an RNN decoder that sees only the fixed code
 

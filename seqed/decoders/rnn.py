@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from seqed.attention import ATTENTIONS, Attention
 from seqed.decoders.base import DecoderOutput
-from seqed.encoders.rnn import CELLS, check_cell, run_rnn
+from seqed.layers import CELLS, check_cell, run_rnn
 from seqed.memory import Memory
 
 

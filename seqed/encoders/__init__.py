@@ -12,8 +12,9 @@ from __future__ import annotations
 from torch import nn
 
 from seqed.embeddings import POSITIONS
-from seqed.encoders.rnn import CELLS, RNNEncoder
+from seqed.encoders.rnn import RNNEncoder
 from seqed.encoders.transformer import CODES, TransformerEncoder
+from seqed.layers import CELLS
 
 
 def build_rnn(embedding: nn.Embedding, max_positions: int, /, *, hidden: int, layers: int, cell: str,

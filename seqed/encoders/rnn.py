@@ -20,58 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqed.layers import CELLS, check_cell, reverse_padded, run_rnn
 from seqed.memory import Memory
-from seqed.runtime import cpu_lacks_native
 from seqed.vocab import PAD_ID
-
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
-
-
-def check_cell(name: str, cell: str) -> None:
-    """Raise a clear ValueError unless `cell` is a known recurrent cell."""
-    if cell not in CELLS:
-        raise ValueError(f"{name}: unknown cell {cell!r}; use one of {', '.join(CELLS)}")
-
-
-def run_rnn(rnn, x, hx=None):
-    """Call `rnn(x, hx)`, in fp32 when CPU autocast asks for a precision this CPU's RNN kernels lack.
-
-    Args:
-        rnn: an nn.LSTM or nn.GRU, or a function with its call signature.
-        x: (B, T, I) tensor or a PackedSequence.
-        hx: the initial state: (L*D, B, H), an (h, c) pair of those for LSTMs, or None.
-
-    Returns:
-        What `rnn` returns; the fp32 fallback's outputs stay fp32 (autocast casts them where needed).
-    """
-    if (x.data.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-            and cpu_lacks_native(torch.get_autocast_dtype("cpu"))):
-        with torch.autocast("cpu", enabled=False):
-            x = x.float()
-            if isinstance(hx, tuple):
-                hx = tuple(h.float() for h in hx)
-            elif hx is not None:
-                hx = hx.float()
-            return rnn(x, hx)
-    return rnn(x, hx)
-
-
-def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each row's first `lengths[b]` entries; the right padding stays where it is.
-
-    Args:
-        tokens: (B, S, ...) right-padded rows.
-        lengths: (B,) long, real entries per row.
-
-    Returns:
-        (B, S, ...) with row b = tokens[b, L_b-1], ..., tokens[b, 0], then the padding unchanged.
-    """
-    B, S = tokens.shape[:2]
-    pos = torch.arange(S, device=tokens.device).expand(B, S)  # (B, S)
-    lengths = lengths.to(tokens.device).unsqueeze(1)  # (B, 1)
-    idx = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, S)
-    idx = idx.view(B, S, *([1] * (tokens.dim() - 2))).expand_as(tokens)  # (B, S, ...)
-    return tokens.gather(1, idx)
 
 
 class RNNEncoder(nn.Module):
