@@ -163,7 +163,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
     weight_decay: float = 0.0
-    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant | wsd (needs max_steps or max_minutes)
+    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant | wsd (max_steps or max_minutes)
     # wsd: the last fraction of max_steps decays linearly to min_lr; with max_steps 0, the last fraction of
     # max_minutes (training seconds, so the cool-down fits any machine's speed, but such a run is not
     # reproducible update for update: the learning rate of an update depends on how fast the machine is)

@@ -105,8 +105,8 @@ class Schedule:
         if step >= self.total:
             return None
         return (f"note: the wsd schedule decays over steps {self.total - self.decay_steps}-{self.total}, but training "
-                f"stopped at step {step} ({lr}): set train.max_steps to the updates your budget reaches, or to 0 to decay over the "
-                f"end of train.max_minutes")
+                f"stopped at step {step} ({lr}): set train.max_steps to the updates your budget reaches, or to 0 "
+                f"to decay over the end of train.max_minutes")
 
     def on_validation(self, loss: float) -> None:
         if self.kind != "plateau":
