@@ -99,9 +99,10 @@ def seqed_step(shape: dict, device, *, precision: str, compile_: bool, steps: in
     net = torch.compile(trainer.model, dynamic=True) if compile_ else trainer.model  # as Trainer.setup
     optimizer = build_optimizer(trainer.model.parameters(), lr=t.lr, betas=t.betas, eps=t.eps)
     trainer.schedule = Schedule(optimizer, kind=t.schedule, lr=t.lr, warmup=t.warmup)
-    trainer.update = Update(t, net=net, model=trainer.model, optimizer=optimizer,
-                            scaler=torch.amp.GradScaler("cuda", enabled=False), noiser=None, device=device,
-                            dist=trainer.dist, log=print, precision=precision)
+    trainer.update = Update(net=net, model=trainer.model, optimizer=optimizer,
+                            scaler=torch.amp.GradScaler("cuda", enabled=False), device=device, dist=trainer.dist,
+                            log=print, seed=t.seed, precision=precision, clip=t.clip,
+                            label_smoothing=t.label_smoothing, max_tokens=t.max_tokens)
     trainer.state, trainer.window, trainer.bad_in_row = TrainState(), Window(device), 0
     bar = type("Bar", (), {"update": lambda self, n: None})()
     batch = _batch(shape, device)

@@ -187,28 +187,34 @@ def restore_weights(ckpt: dict, *, model, optimizer, schedule, scaler) -> None:
         scaler.load_state_dict(ckpt["scaler"])
 
 
-def init_weights(path: str | os.PathLike, *, model, tokenizer) -> None:
-    """`train.init_from`: copy a checkpoint's model weights into `model` (fine-tuning; the optimizer,
-    schedule and step stay fresh).
+def init_weights(parent: dict, path: str | os.PathLike, *, model, tokenizer,
+                 tokenizer_from: Optional[str] = None) -> None:
+    """`train.init_from`: copy the weights of checkpoint `parent` (loaded from `path`) into `model`
+    (fine-tuning; the optimizer, schedule and step stay fresh).
+
+    Args:
+        tokenizer: the run's tokenizer.
+        tokenizer_from: where it came from (`tokenizer.model`, a binarized directory), named in the error;
+            None: the parent's own.
 
     Raises:
         CheckpointError: the checkpoint's vocabularies are not `tokenizer`'s, or its model is another shape.
     """
     from seqed.tokenizer import Tokenizer
 
-    ckpt = load_checkpoint(os.path.expandvars(os.path.expanduser(str(path))))
-    theirs = Tokenizer.from_dict(ckpt["tokenizer"])
+    theirs = Tokenizer.from_dict(parent["tokenizer"])
+    ours = f"the tokenizer of {tokenizer_from}" if tokenizer_from else "this run's"
     for side in ("src", "tgt"):
         a, b = theirs.pieces(side), tokenizer.pieces(side)
         if a != b:
             first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
             raise CheckpointError(
-                f"train.init_from {path}: its {side} vocabulary ({len(a):,} pieces) is not this run's ({len(b):,}; "
+                f"train.init_from {path}: its {side} vocabulary ({len(a):,} pieces) is not {ours} ({len(b):,}; "
                 f"first difference at id {first}): the weights would not fit. Fine-tune with the checkpoint's "
-                f"tokenizer: set tokenizer.model to the directory `tokenizer` beside it (preprocess again if "
-                f"data.binarized is set)")
+                f"tokenizer: leave tokenizer.model unset, or set it to the directory `tokenizer` beside the "
+                f"checkpoint (preprocess again if data.binarized is set)")
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(parent["model"])
     except RuntimeError as err:
         raise CheckpointError(f"train.init_from {path}: its model does not match this config's model section "
                               f"({str(err).splitlines()[0]}): use the checkpoint's model settings") from None

@@ -149,13 +149,26 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The `train` section: optimizer and schedule, batches, budget, validation, precision, device.
+
+    A run stops at the first limit it reaches of `max_steps`, `max_epochs` and `max_minutes` (the training
+    loop's wall-clock time, validation included, carried over by --resume). Schedules count updates, so a
+    resumed run continues exactly as an uninterrupted one would, with one exception: `wsd` with
+    `max_steps: 0` decays over the last `decay_fraction` of `max_minutes`, reading the recorded training
+    seconds; it cools down on a fast or a slow machine alike, and is therefore not reproducible update for
+    update.
+    """
+
     optimizer: str = "adamw"    # adam | adamw
     lr: float = 2e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
     weight_decay: float = 0.0
-    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant | wsd (needs max_steps)
-    decay_fraction: float = 0.2  # wsd: the last fraction of max_steps decays linearly to min_lr
+    schedule: str = "noam"      # noam (warmup + inverse sqrt) | plateau | constant | wsd (max_steps or max_minutes)
+    # wsd: the last fraction of max_steps decays linearly to min_lr; with max_steps 0, the last fraction of
+    # max_minutes (training seconds, so the cool-down fits any machine's speed, but such a run is not
+    # reproducible update for update: the learning rate of an update depends on how fast the machine is)
+    decay_fraction: float = 0.2
     warmup: int = 100
     plateau_factor: float = 0.5
     plateau_patience: int = 2
@@ -282,10 +295,12 @@ class Config:
             self.data.noise.validate()
         except ValueError as err:
             raise ConfigError(f"data.noise: {err}") from None
-        if self.train.schedule == "wsd" and (self.train.max_steps <= 0 or not 0 < self.train.decay_fraction <= 1):
-            raise ConfigError(f"train.schedule=wsd decays over the last train.decay_fraction of train.max_steps: set "
-                              f"train.max_steps > 0 and 0 < train.decay_fraction <= 1 (got max_steps="
-                              f"{self.train.max_steps}, decay_fraction={self.train.decay_fraction})")
+        t = self.train
+        if t.schedule == "wsd" and ((t.max_steps <= 0 and t.max_minutes <= 0) or not 0 < t.decay_fraction <= 1):
+            raise ConfigError(f"train.schedule=wsd decays over the last train.decay_fraction of train.max_steps, or of "
+                              f"train.max_minutes when max_steps is 0: set train.max_steps > 0 or train.max_minutes "
+                              f"> 0, and 0 < train.decay_fraction <= 1 (got max_steps={t.max_steps}, max_minutes="
+                              f"{t.max_minutes}, decay_fraction={t.decay_fraction})")
         if self.model.code_dim < 0 or self.model.free_bits < 0:
             raise ConfigError("model.code_dim and model.free_bits must be >= 0")
         if self.train.kl_anneal_steps < 0 or self.train.kl_cycles < 1:

@@ -1,9 +1,9 @@
-"""A training run's bookkeeping: the progress a checkpoint restores, the update the device is still
-working on, and the device-side sums between two reports."""
+"""A training run's bookkeeping: the progress a checkpoint restores, the budget it may spend, the update
+the device is still working on, and the device-side sums between two reports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
@@ -26,9 +26,9 @@ class TrainState:
     history: list = field(default_factory=list)
     skipped_steps: int = 0      # updates skipped for a non-finite loss or gradient
     oom_skipped: int = 0        # updates skipped for CUDA out-of-memory (train.skip_oom)
-    window_loss: float = 0.0    # summed training loss (all ranks) since the last validation
-    window_tokens: int = 0      # target tokens behind window_loss
-    log_window: list = field(default_factory=list)  # `Window.snapshot()` at the checkpoint: the log line's sums
+    loss_since_validation: float = 0.0  # summed training loss (all ranks) since the last validation
+    tokens_since_validation: int = 0    # target tokens behind loss_since_validation
+    since_report: dict = field(default_factory=dict)  # `Window.total()` at the checkpoint, as a dict
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -49,9 +49,54 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
+        d = dict(d)
+        for old, new in _RENAMED.items():  # checkpoints written before the names said which span they cover
+            if old in d:
+                d.setdefault(new, d.pop(old))
+        if isinstance(d.get("since_report"), list):  # the same five sums, stored as a list then
+            d["since_report"] = dict(zip(("loss", "tokens", "updates", "all_tokens", "seconds"), d["since_report"]))
         state = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
         state.history = list(state.history)
         return state
+
+
+_RENAMED = {"window_loss": "loss_since_validation", "window_tokens": "tokens_since_validation",
+            "log_window": "since_report"}
+
+
+@dataclass
+class Budget:
+    """What a run may spend: updates, epochs, training minutes (0 = no limit of that kind).
+
+    `exhausted(state)` says whether `state` has spent it and sets `reason` to the limit it reached.
+    """
+
+    max_steps: int = 0
+    max_epochs: int = 0
+    max_minutes: float = 0.0
+    reason: Optional[str] = None
+
+    @property
+    def seconds(self) -> float:
+        return self.max_minutes * 60
+
+    def steps_spent(self, state: TrainState) -> bool:
+        return bool(self.max_steps) and state.step >= self.max_steps
+
+    def time_spent(self, state: TrainState) -> bool:
+        return bool(self.max_minutes) and state.train_seconds >= self.seconds
+
+    def epochs_spent(self, state: TrainState) -> bool:
+        return bool(self.max_epochs) and state.epoch >= self.max_epochs
+
+    def exhausted(self, state: TrainState, *, time_spent: Optional[bool] = None) -> bool:
+        """True when a limit is reached (`reason` names it); `time_spent` replaces this process's clock
+        by the ranks' agreed answer."""
+        limits = ((self.steps_spent(state), "max_steps", self.max_steps),
+                  (self.time_spent(state) if time_spent is None else time_spent, "max_minutes", self.max_minutes),
+                  (self.epochs_spent(state), "max_epochs", self.max_epochs))
+        self.reason = next((f"reached train.{key}={value}" for hit, key, value in limits if hit), None)
+        return self.reason is not None
 
 
 @dataclass
@@ -74,36 +119,54 @@ class Pending:
     seconds: float = 0.0
 
 
+@dataclass
+class Sums:
+    """The updates since the last report, summed: loss and tokens over all ranks, the timing this rank's."""
+
+    loss: float = 0.0       # summed label-smoothed training loss
+    tokens: int = 0         # target tokens behind `loss`
+    updates: int = 0
+    all_tokens: int = 0     # source + target tokens (throughput)
+    seconds: float = 0.0    # host time spent queueing the updates
+
+
 class Window:
-    """Device-side sums of the updates since the last report: no host read per update."""
+    """The sums of the updates since the last report; loss and tokens add up on the device (no host read
+    per update), the rest on the host."""
 
     def __init__(self, device: torch.device):
-        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, target tokens
-        self.host = [0, 0, 0.0]  # updates, source + target tokens, seconds
+        self.on_device = torch.zeros(2, dtype=torch.float64, device=device)  # loss, target tokens
+        self.updates, self.all_tokens, self.seconds = 0, 0, 0.0
 
     def add(self, p: Pending) -> None:
-        self.sums[0] += p.loss
-        self.sums[1] += p.n_tgt
-        self.host = [self.host[0] + 1, self.host[1] + p.n_all, self.host[2] + p.seconds]
+        self.on_device[0] += p.loss
+        self.on_device[1] += p.n_tgt
+        self.updates += 1
+        self.all_tokens += p.n_all
+        self.seconds += p.seconds
 
-    def snapshot(self, dist: Dist) -> list:
-        """The window's sums over ranks [loss, tokens, updates, all tokens, seconds], kept for a checkpoint."""
-        loss, tokens = all_reduce_sum(self.sums.clone(), dist).tolist()
-        return [loss, tokens, *self.host]
+    def total(self, dist: Dist) -> Sums:
+        """The sums so far, loss and tokens added up over ranks (every rank joins)."""
+        loss, tokens = all_reduce_sum(self.on_device.clone(), dist).tolist()
+        return Sums(loss, int(tokens), self.updates, self.all_tokens, self.seconds)
 
-    def restore(self, values: list, dist: Dist) -> None:
-        """Continue a window saved by `snapshot` (the sums on rank 0 only: reads add the ranks up)."""
-        if values and dist.main:
-            self.sums = torch.tensor(values[:2], dtype=torch.float64, device=self.sums.device)
-            self.host = [int(values[2]), int(values[3]), float(values[4])]
+    def restore(self, saved: dict, dist: Dist) -> None:
+        """Continue the sums a checkpoint saved (`asdict(total())`), on rank 0 only: reads add the ranks up."""
+        if saved and dist.main:
+            s = Sums(**saved)
+            self.on_device = torch.tensor([s.loss, s.tokens], dtype=torch.float64, device=self.on_device.device)
+            self.updates, self.all_tokens, self.seconds = int(s.updates), int(s.all_tokens), float(s.seconds)
 
-    def read(self, dist: Dist) -> dict:
-        """The window summed over ranks (loss and tokens; the timing is this rank's), then reset."""
-        loss, tokens, updates, all_tokens, seconds = self.snapshot(dist)
-        self.sums.zero_()
-        self.host = [0, 0, 0.0]
-        return {"loss": loss, "tokens": int(tokens), "updates": updates, "all_tokens": all_tokens,
-                "seconds": seconds}
+    def read(self, dist: Dist) -> Sums:
+        """The sums so far (`total`), then start again from zero."""
+        sums = self.total(dist)
+        self.on_device.zero_()
+        self.updates, self.all_tokens, self.seconds = 0, 0, 0.0
+        return sums
+
+    def saved(self, dist: Dist) -> dict:
+        """`total()` as the plain dict a checkpoint stores."""
+        return asdict(self.total(dist))
 
 
 def diverged(bad_in_row: int, t) -> str:

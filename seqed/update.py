@@ -11,8 +11,6 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from seqed.bottleneck import kl_weight
-from seqed.config import TrainConfig
 from seqed.errors import TrainingError
 from seqed.losses import label_smoothed_nll, masked_target
 from seqed.noise import Noiser, word_dropout
@@ -27,22 +25,34 @@ class Update:
     """Queues one optimizer update per call; the trainer reads its `Pending` outcome later.
 
     Args:
-        t: the run's train config (seed, clip, label smoothing, KL annealing, noise targets).
         net: what the forward runs through (the model, or its DDP / compiled wrapper).
         model: the bare model (gradient clipping).
         optimizer, scaler: the run's optimizer and gradient scaler (enabled for fp16 on CUDA only).
-        noiser: source corruption of a denoising run, or None.
         device, dist: where the model lives, and this process's place among the ranks.
-        log: a rank-0 message sink (an out-of-memory batch skipped under train.skip_oom).
+        log: a rank-0 message sink (an out-of-memory batch skipped under skip_oom).
+        noiser: source corruption of a denoising run, or None.
+        seed: `train.seed`; with the step and the rank it seeds the noise and the word dropout.
         precision: the resolved `train.precision` (`seqed.precision.resolve`): "fp32", "bf16" or "fp16".
+        clip: the gradient norm bound (0: no clipping).
+        label_smoothing: of the loss.
+        kl_weight: the KL term's weight at a step (variational models), e.g. `bottleneck.kl_weight` bound
+            to the annealing settings; None: 1.
+        word_dropout: probability of replacing a decoder input token by UNK.
+        loss_on: "all", or "masked" (only the source positions the noiser masked are scored).
+        max_tokens: `train.max_tokens`, named in an out-of-memory message.
+        skip_oom: skip a batch that runs out of CUDA memory (single process) instead of stopping.
     """
 
-    def __init__(self, t: TrainConfig, *, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, noiser: Optional[Noiser], device: torch.device, dist: Dist,
-                 log: Callable[[str], None], precision: str):
-        self.precision = precision
-        self.t, self.net, self.model, self.optimizer, self.scaler = t, net, model, optimizer, scaler
+    def __init__(self, *, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, device: torch.device, dist: Dist, log: Callable[[str], None],
+                 noiser: Optional[Noiser] = None, seed: int = 1, precision: str = "fp32", clip: float = 1.0,
+                 label_smoothing: float = 0.1, kl_weight: Optional[Callable[[int], float]] = None,
+                 word_dropout: float = 0.0, loss_on: str = "all", max_tokens: int = 0, skip_oom: bool = False):
+        self.net, self.model, self.optimizer, self.scaler = net, model, optimizer, scaler
         self.noiser, self.device, self.dist, self.log = noiser, device, dist, log
+        self.seed, self.precision, self.clip, self.label_smoothing = seed, precision, clip, label_smoothing
+        self.kl_weight = kl_weight or (lambda step: 1.0)
+        self.word_dropout, self.loss_on, self.max_tokens, self.skip_oom = word_dropout, loss_on, max_tokens, skip_oom
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.precision, self.device)
@@ -54,10 +64,9 @@ class Update:
         train.skip_oom in a single process, when a micro-batch runs out of CUDA memory.
         """
         self.net.train()
-        t = self.t
         tick = time.perf_counter()
         # Noise and word dropout draw from a generator seeded by (seed, step, rank): exact on resume.
-        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + step * 101 + self.dist.rank)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 101 + self.dist.rank)
         inputs = [self._model_inputs(b, gen) for b in batches]
         # Counted on the host, after corruption: with train.loss_on=masked only the masked positions count.
         n_tgt = sum(int((tgt_out != PAD_ID).sum()) for _, _, tgt_out in inputs)
@@ -65,7 +74,7 @@ class Update:
         # mean over every target token of the global batch. The global count stays on the device.
         tokens = all_reduce_sum(torch.tensor(float(n_tgt), dtype=torch.float64, device=self.device), self.dist)
         scale = (self.dist.world / tokens.clamp(min=1)).float()
-        beta = kl_weight(step, kind=t.kl_anneal, steps=t.kl_anneal_steps, cycles=t.kl_cycles)
+        beta = self.kl_weight(step)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for i, (batch, tensors) in enumerate(zip(batches, inputs)):
             try:
@@ -79,7 +88,7 @@ class Update:
         if oom is not None:  # handled outside `except`, so the failed step's tensors are freed
             return self._out_of_memory(oom, step)
         self.scaler.unscale_(self.optimizer)
-        norm = grad_norm_clip(self.model, t.clip)
+        norm = grad_norm_clip(self.model, self.clip)
         # Under DDP the gradients, hence the norm, are already equal on every rank: all ranks agree.
         finite = torch.isfinite(norm) & torch.isfinite(loss)
         if self.scaler.is_enabled():
@@ -96,10 +105,10 @@ class Update:
         src, tgt_in, tgt_out = batch.src, batch.tgt_in, batch.tgt_out
         if self.noiser is not None:
             src, masked = self.noiser(src, gen)
-            if self.t.loss_on == "masked":
+            if self.loss_on == "masked":
                 tgt_out = masked_target(tgt_out, masked)
-        if self.t.word_dropout > 0:
-            tgt_in = word_dropout(tgt_in, self.t.word_dropout, gen)
+        if self.word_dropout > 0:
+            tgt_in = word_dropout(tgt_in, self.word_dropout, gen)
         return src, tgt_in, tgt_out
 
     def _forward_backward(self, tensors: tuple[Tensor, Tensor, Tensor], *, scale: Tensor, beta: float,
@@ -109,14 +118,14 @@ class Update:
         ctx = self.net.no_sync() if (not sync and hasattr(self.net, "no_sync")) else contextlib.nullcontext()
         with ctx:
             with self.autocast():
-                if self.t.loss_on == "masked":
+                if self.loss_on == "masked":
                     # Only the masked positions are scored: project just those to the vocabulary.
                     keep = tgt_out != PAD_ID  # (B, T)
                     out = self.net(src, tgt_in, keep)
                     tgt_out = tgt_out[keep]  # (N,), the order of out.logits' rows
                 else:
                     out = self.net(src, tgt_in)
-            lo = label_smoothed_nll(out.logits, tgt_out, smoothing=self.t.label_smoothing)
+            lo = label_smoothed_nll(out.logits, tgt_out, smoothing=self.label_smoothing)
             loss = lo.loss if out.kl is None else lo.loss + beta * out.kl
             self.scaler.scale(loss * scale).backward()
         return lo.loss.detach().double()
@@ -126,8 +135,8 @@ class Update:
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        msg = oom_message(batch, step + 1, self.t.max_tokens)
-        if not self.t.skip_oom or self.dist.world > 1:
+        msg = oom_message(batch, step + 1, self.max_tokens)
+        if not self.skip_oom or self.dist.world > 1:
             raise TrainingError(msg + (", or set train.skip_oom=true to skip such batches"
                                        if self.dist.world == 1 else ""))
         self.log(msg + "; batch skipped (train.skip_oom)")

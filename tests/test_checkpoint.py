@@ -77,3 +77,19 @@ def test_rotate_and_average(tmp_path):
     avg = average_checkpoints(step_checkpoints(tmp_path))
     assert torch.allclose(avg["model"]["w"], torch.full((2, 2), 11 / 3))
     assert "optimizer" not in avg and avg["model"]["n"].item() == 3
+
+
+def test_train_state_reads_the_names_of_older_checkpoints():
+    from seqed.runtime import Dist
+    from seqed.trainstate import TrainState, Window
+
+    old = {"step": 7, "window_loss": 1.5, "window_tokens": 3, "log_window": [2.0, 4.0, 2, 9, 0.25]}
+    state = TrainState.from_dict(old)
+    assert (state.step, state.loss_since_validation, state.tokens_since_validation) == (7, 1.5, 3)
+    assert state.since_report == {"loss": 2.0, "tokens": 4.0, "updates": 2, "all_tokens": 9, "seconds": 0.25}
+    window = Window(torch.device("cpu"))
+    window.restore(state.since_report, Dist())
+    sums = window.read(Dist())
+    assert (sums.loss, sums.tokens, sums.updates, sums.all_tokens, sums.seconds) == (2.0, 4, 2, 9, 0.25)
+    assert window.read(Dist()).updates == 0  # read starts the window again
+    assert TrainState.from_dict(state.to_dict()) == state

@@ -99,15 +99,37 @@ def test_wsd_schedule_warms_holds_then_decays_to_min_lr():
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
-def test_wsd_schedule_needs_a_step_budget():
+def test_wsd_schedule_by_the_clock_decays_over_the_last_fraction_of_the_minutes():
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    with pytest.raises(ValueError, match="total > 0"):
+    s = Schedule(opt, kind="wsd", lr=1e-3, warmup=10, min_lr=0.0, total=0, seconds=600, decay_fraction=0.2)
+    assert math.isclose(s.lr_at(5, elapsed=0), 5e-4)            # the warmup still counts updates
+    assert s.lr_at(10, 0) == s.lr_at(10_000, 300) == s.lr_at(10, 480) == 1e-3  # stable until minute 8
+    assert math.isclose(s.lr_at(10, 540), 5e-4)                 # halfway down, whatever the step
+    assert s.lr_at(10, 600) == 0.0 and s.lr_at(10, 700) == 0.0  # the budget spent: min_lr
+    lrs = [s.lr_at(50, t) for t in range(480, 601, 10)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert s.set_step(10, 540) == opt.param_groups[0]["lr"] == s.lr_at(10, 540)
+    assert s.end_note(10, 600) is None
+    assert "decays over minutes 8.0-10 of training, but training stopped after 7.5 minutes" in s.end_note(10, 450)
+    # Steps win when both are given: the clock-free schedule of before.
+    both = Schedule(opt, kind="wsd", lr=1e-3, min_lr=0.0, total=100, seconds=600, decay_fraction=0.2)
+    assert both.lr_at(90, elapsed=0) == s.lr_at(10, 540) and not both.by_clock
+
+
+def test_wsd_schedule_needs_a_step_or_time_budget():
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="total > 0 steps or seconds > 0"):
         Schedule(opt, kind="wsd", lr=1e-3, total=0)
     from seqed.config import Config, ConfigError
 
     cfg = Config()
     cfg.train.schedule = "wsd"
-    with pytest.raises(ConfigError, match="train.max_steps > 0"):
+    with pytest.raises(ConfigError, match="set train.max_steps > 0 or train.max_minutes > 0"):
         cfg.validate()
     cfg.train.max_steps = 1000
     cfg.validate()
+    cfg.train.max_steps, cfg.train.max_minutes = 0, 60
+    cfg.validate()
+    cfg.train.decay_fraction = 0
+    with pytest.raises(ConfigError, match="decay_fraction=0"):
+        cfg.validate()

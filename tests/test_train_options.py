@@ -1,4 +1,5 @@
-"""Trainer options without other tests: early stopping (`train.patience`) and fp16 with the gradient scaler.
+"""Trainer options without other tests: early stopping (`train.patience`), fp16 with the gradient scaler,
+and the wsd schedule by updates and by the clock (a fake one: no test sleeps).
 
 Each test trains the tiny reversal Transformer of `tiny_runs` in this process for a few dozen updates.
 On CPU seqed's Trainer disables the fp16 GradScaler (its scaling protects fp16 gradients on CUDA); the
@@ -6,6 +7,7 @@ scaler's path through an update, the checkpoint and `--resume` is pinned on CPU 
 standing in for the CUDA one, and once more for real on CUDA where there is one.
 """
 
+import signal
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from seqed.checkpoint import load_checkpoint
 from seqed.config import load_config
 from seqed.runlog import read_records
 from seqed.train import Trainer
-from tiny_runs import write_config, write_task
+from tiny_runs import assert_same_tensors, write_config, write_task
 
 
 @pytest.fixture
@@ -119,3 +121,58 @@ def test_wsd_schedule_ends_at_min_lr_and_warns_when_a_budget_cuts_it_short(tiny,
     train(cfg, "train.schedule=wsd", "train.max_steps=100000", "train.max_epochs=1", "train.valid_every=5",
           f"out_dir={run}_short")
     assert "the wsd schedule decays over steps 80000-100000, but training stopped at step" in capsys.readouterr().err
+
+
+class FakeClock:
+    """`Trainer(clock=...)`: `step` seconds pass per call (the loop reads it once at its start and once
+    per update); at call `stop_at` it plays a SIGTERM arriving."""
+
+    def __init__(self, start: float = 0.0, step: float = 3.0, stop_at: int = 0):
+        self.now, self.step, self.calls, self.stop_at, self.trainer = start - step, step, 0, stop_at, None
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls == self.stop_at:
+            self.trainer.signals.received = signal.SIGTERM
+        self.now += self.step
+        return self.now
+
+
+def clock_train(cfg_path, clock, *overrides, resume=False):
+    trainer = Trainer(load_config(str(cfg_path), list(overrides)), resume=resume, progress=False, clock=clock)
+    clock.trainer = trainer
+    return trainer, trainer.run()
+
+
+def test_wsd_by_the_clock_cools_down_over_the_last_minutes_and_resumes_from_the_recorded_seconds(tiny, capsys):
+    cfg, run = tiny
+    args = ["train.schedule=wsd", "train.max_steps=0", "train.max_minutes=1", "train.decay_fraction=0.5",
+            "train.warmup=2", "train.min_lr=0", "train.valid_every=5", "train.valid_bleu=false"]
+    # 3 fake seconds per update: the 60-second budget is 20 updates, the decay the last 30 seconds.
+    trainer, state = clock_train(cfg, FakeClock(), *args)
+    assert state.step == 20 and state.train_seconds == 60.0
+    assert "done: reached train.max_minutes=1.0 at step 20" in capsys.readouterr().err
+    # Update k starts 3(k-1) seconds in: the peak until second 30, then down to 10% at update 20 (second 57).
+    lrs = [r["lr"] / 2e-3 for r in log_of(run)]
+    assert [round(x, 6) for x in lrs] == [1.0, 1.0, 0.6, 0.1]
+    assert [r["train_seconds"] for r in log_of(run)] == [15.0, 30.0, 45.0, 60.0]
+    # Stopped by a signal after update 8 and resumed (the new session's clock starts anywhere): the run
+    # goes on from the recorded 24 seconds, with the same learning rates and the same weights.
+    other = run.parent / "interrupted"
+    _, state = clock_train(cfg, FakeClock(stop_at=9), *args, f"out_dir={other}")
+    assert state.step == 8 and state.train_seconds == 24.0
+    _, state = clock_train(cfg, FakeClock(start=1000.0), *args, f"out_dir={other}", resume=True)
+    assert state.step == 20 and state.train_seconds == 60.0
+    assert [(r["step"], r["lr"], r["train_seconds"]) for r in log_of(other)] == \
+        [(r["step"], r["lr"], r["train_seconds"]) for r in log_of(run)]
+    assert_same_tensors(load_checkpoint(run / "checkpoint_last.pt")["model"],
+                        load_checkpoint(other / "checkpoint_last.pt")["model"], "model.")
+
+
+def test_wsd_by_the_clock_says_when_another_limit_cuts_the_decay_short(tiny, capsys):
+    cfg, run = tiny
+    train(cfg, "train.schedule=wsd", "train.max_steps=0", "train.max_minutes=600", "train.max_epochs=1",
+          "train.valid_every=5", "train.valid_bleu=false")
+    err = capsys.readouterr().err
+    assert "done: reached train.max_epochs=1" in err
+    assert "the wsd schedule decays over minutes 480.0-600 of training, but training stopped after 0.0 minutes" in err
