@@ -105,6 +105,7 @@ def recipe_env(**extra) -> dict:
                      **extra)
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_translation_recipe_runs_end_to_end(tmp_path):
     raw = fake_multi30k(tmp_path / "raw", {"train": 300, "val": 20, "test2016": 20, "test2017": 15})
     run = tmp_path / "run"
@@ -148,6 +149,7 @@ def test_translation_recipe_runs_end_to_end(tmp_path):
     assert cells[6] == f"{t16['bleu'] - t16['greedy']['bleu']:+.2f}"
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_autoencoder_recipe_runs_end_to_end(tmp_path):
     raw = fake_multi30k(tmp_path / "raw", {"train": 300, "val": 20, "test2016": 25}, langs=("en", "unused"))
     run = tmp_path / "run"
@@ -176,6 +178,7 @@ def test_autoencoder_recipe_runs_end_to_end(tmp_path):
     assert fill["decoding"] == "fill" and fill["masked_tokens"] == masked["masked_tokens"]
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_wmt14_recipe_preprocesses_once_then_trains_with_two_processes(tmp_path):
     """run.sh with NPROC=2 on a tiny stand-in for a prepared WMT14 directory: `seqed preprocess` writes
     data.binarized, torchrun trains 2 gloo processes on it (neither encodes the corpus), then the usual
