@@ -114,6 +114,7 @@ def test_bad_bare_shape_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # trains with the Trainer and a bare loop: ~80 s on a loaded 2-core machine
 def test_trainer_and_bare_loops_run_on_tiny_data(tmp_path):
     """The real Trainer (timed through its Update) and both bare loops, a few tiny updates."""
     data = make_multi30k(tmp_path / "data")
