@@ -99,6 +99,7 @@ def codes_one_by_one(loaded, lines: list[str]) -> np.ndarray:
 # the bottlenecks
 
 
+@pytest.mark.slow
 def test_memory_bottleneck_copies(runs):
     report = evaluate_json(runs, "memory")
     assert report["n"] == 200 and report["exact_match"] >= 95, report
@@ -108,6 +109,7 @@ def test_memory_bottleneck_copies(runs):
     assert "variational" not in report and "noisy_input" not in report
 
 
+@pytest.mark.slow
 def test_code_bottleneck_carries_the_sentence(runs):
     loaded = load_model(str(run_dir(runs, "code")), device="cpu")
     lines = held_out(runs)
@@ -124,6 +126,7 @@ def test_code_bottleneck_carries_the_sentence(runs):
     assert swapped <= 20 and own >= 2.5 * swapped, (own, swapped)
 
 
+@pytest.mark.slow
 def test_tied_autoencoder_shares_its_cell_after_loading(runs):
     model = load_model(str(run_dir(runs, "code")), device="cpu").model
     for name, param in model.encoder.rnn.named_parameters():
@@ -132,6 +135,7 @@ def test_tied_autoencoder_shares_its_cell_after_loading(runs):
     assert all(any(w is p for p in model.encoder.rnn.parameters()) for w in model.decoder.rnn._flat_weights)
 
 
+@pytest.mark.slow
 def test_variational_kl_is_logged_positive_and_annealed(runs):
     log = read_records(run_dir(runs, "vae") / "train.log.jsonl")
     assert [r["step"] for r in log] == [100, 200, 300, 400]
@@ -147,6 +151,7 @@ def test_variational_kl_is_logged_positive_and_annealed(runs):
     assert report["token_accuracy"] >= 20, report
 
 
+@pytest.mark.slow
 def test_memory_log_has_no_kl(runs):
     log = read_records(run_dir(runs, "memory") / "train.log.jsonl")
     assert log and all("valid_kl" not in r and "kl_weight" not in r and "valid_active_units" not in r for r in log)
@@ -167,6 +172,7 @@ def test_active_units_count_dimensions_whose_mean_varies():
 # seqed encode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["memory", "code", "vae"])
 def test_encode_matches_the_models_code_in_input_order(runs, name, tmp_path):
     lines = held_out(runs)[:50][::-1]  # not in length order
@@ -199,6 +205,7 @@ def test_encode_matches_the_models_code_in_input_order(runs, name, tmp_path):
         np.testing.assert_allclose(codes[0], mu[0].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_encode_works_on_a_translation_checkpoint(runs, tmp_path):
     lines = letters(20, seed=5)
     (tmp_path / "in.txt").write_text("".join(x + "\n" for x in lines))
@@ -215,6 +222,7 @@ def test_encode_works_on_a_translation_checkpoint(runs, tmp_path):
 # seqed reconstruct / sample / interpolate
 
 
+@pytest.mark.slow
 def test_reconstruct_copies_and_completes(runs, tmp_path, capsys):
     lines = held_out(runs)[:40]
     stdin = "".join(x + "\n" for x in lines)
@@ -241,6 +249,7 @@ def test_reconstruct_copies_and_completes(runs, tmp_path, capsys):
     assert capsys.readouterr().out != proc.stdout
 
 
+@pytest.mark.slow
 def test_sample_from_the_prior(runs, capsys):
     proc = seqed("sample", "-c", run_dir(runs, "vae"), "-n", "6", "--seed", "2", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -251,6 +260,7 @@ def test_sample_from_the_prior(runs, capsys):
     assert capsys.readouterr().out == proc.stdout  # seeded
 
 
+@pytest.mark.slow
 def test_interpolate_ends_at_the_reconstructions(runs, tmp_path, capsys):
     a, b = "a b c d e", "l k j"
     proc = seqed("interpolate", "-c", run_dir(runs, "vae"), a, b, "--steps", "5", "--device", "cpu")
@@ -278,6 +288,7 @@ def test_interpolate_ends_at_the_reconstructions(runs, tmp_path, capsys):
     (["evaluate", "-c", "{memory}", "-i", "{test}", "--noise", "mask=2"], "must be in [0, 1]"),
     (["reconstruct", "-c", "{memory}", "--noise", "blur=0.1"], "unknown key 'blur'"),
 ])
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_errors(runs, argv, message, capsys):
     names = {"memory": run_dir(runs, "memory"), "vae": run_dir(runs, "vae"), "test": runs[1] / "test.txt"}
     argv = [a.format(**names) for a in argv]
@@ -363,6 +374,7 @@ def test_interpolation_path_ends_at_both_codes():
 
 @pytest.mark.parametrize("command", [["encode", "-o", "codes.npy"], ["reconstruct", "--beam", "1"],
                                      ["evaluate", "--beam", "1"]])
+@pytest.mark.slow
 def test_autoencoder_commands_read_input_through_the_utf8_check(runs, tmp_path, capsys, command):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("a man\ncafé au lait\n".encode("latin-1"))

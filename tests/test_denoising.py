@@ -30,7 +30,7 @@ MODES = {
 
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # every test trains through subprocesses
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

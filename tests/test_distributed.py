@@ -25,6 +25,8 @@ from seqed.runlog import read_records
 from seqed.cli import main
 from tiny_runs import assert_same_tensors, child_env, load_state, write_config, write_task
 
+pytestmark = pytest.mark.slow  # every test trains through subprocesses
+
 STEPS = 40
 TRAIN = f"max_steps: {STEPS}, valid_every: 10, max_tokens: 128"
 NO_DROPOUT = ["model.encoder.dropout=0", "model.decoder.dropout=0"]

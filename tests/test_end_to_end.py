@@ -47,6 +47,7 @@ MODELS = {
 }
 
 
+@pytest.mark.slow  # trains through subprocesses
 @pytest.mark.parametrize("arch", sorted(MODELS))
 def test_train_and_decode_reversal(tmp_path, arch):
     data = make_task(tmp_path)
@@ -91,6 +92,23 @@ def test_every_command_module_registers_its_commands():
         "train", "translate", "checkpoints", "export", "autoencoder", "prepare", "preprocess", "plot"}
     assert {"train", "translate", "score", "average", "encode", "reconstruct", "sample", "interpolate",
             "evaluate", "prepare", "preprocess", "plot", "export"} <= set(sub.choices)
+
+
+def test_every_option_of_every_command_has_help():
+    """`seqed CMD --help` explains each option and argument (sample and interpolate once had none)."""
+    import argparse
+
+    from seqed.cli.main import build_parser
+
+    def silent(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from silent(sub, f"{name} {sub_name}".strip())
+            elif not action.help:
+                yield f"seqed {name} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(silent(build_parser(), "")) == []
 
 
 def test_score_reads_through_the_utf8_check(tmp_path, capsys):

@@ -256,6 +256,7 @@ def test_benchmark_runs_every_engine(trained, tmp_path):
                            "--engines", "ctranslate2_int8", "--out", str(out), "--no-readme"]) == 2
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_cli_export_and_translate_with_ctranslate2(trained, tmp_path):
     """End to end through `python -m seqed`: export, translate with both engines, clear refusals."""
     import subprocess

@@ -63,6 +63,7 @@ def assert_png(path):
     assert path.is_file() and path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
 
 
+@pytest.mark.slow  # the module's `runs` trains three models: the largest setup of the fast tier
 def test_plot_curves_writes_a_png(runs, tmp_path, capsys):
     out = tmp_path / "pics" / "curves.png"
     assert seqed("plot", "curves", runs / "rnn_reversed", runs / "transformer", "-o", out) == 0
@@ -76,6 +77,7 @@ def test_plot_curves_writes_a_png(runs, tmp_path, capsys):
     assert_png(tmp_path / "one.png")
 
 
+@pytest.mark.slow  # the module's `runs` trains three models: the largest setup of the fast tier
 def test_plot_curves_errors(runs, tmp_path, capsys):
     assert seqed("plot", "curves", tmp_path, "-o", tmp_path / "x.png") == 2
     assert "no training log" in capsys.readouterr().err
@@ -89,6 +91,7 @@ def test_plot_curves_errors(runs, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow  # the module's `runs` trains three models: the largest setup of the fast tier
 @pytest.mark.parametrize("name", ["rnn_reversed", "transformer"])
 def test_plot_attention_writes_a_png(runs, tmp_path, capsys, name):
     out = tmp_path / f"{name}.png"
@@ -97,6 +100,7 @@ def test_plot_attention_writes_a_png(runs, tmp_path, capsys, name):
     assert capsys.readouterr().out.strip()  # the translation is printed
 
 
+@pytest.mark.slow  # the module's `runs` trains three models: the largest setup of the fast tier
 @pytest.mark.parametrize("name", ["rnn_reversed", "transformer"])
 def test_attention_rows_are_distributions_over_the_source(runs, name):
     loaded = load_model(str(runs / name), device="cpu")
@@ -108,6 +112,7 @@ def test_attention_rows_are_distributions_over_the_source(runs, name):
     assert getattr(loaded.model.decoder, "need_attn", False) is False  # the flag is restored
 
 
+@pytest.mark.slow  # the module's `runs` trains three models: the largest setup of the fast tier
 def test_reversed_source_attention_is_in_reading_order(runs):
     """The reversed encoder's attention equals that of a plain encoder fed the reversed source, flipped."""
     loaded = load_model(str(runs / "rnn_reversed"), device="cpu")
@@ -125,6 +130,7 @@ def test_reversed_source_attention_is_in_reading_order(runs):
     assert not np.allclose(result.weights, hyp.attn.numpy(), atol=1e-3)
 
 
+@pytest.mark.slow  # the module's `runs` trains three models: the largest setup of the fast tier
 def test_plot_attention_without_attention_is_an_error(runs, tmp_path, capsys):
     assert seqed("plot", "attention", "-c", runs / "rnn_fixed", "a dog", "-o", tmp_path / "a.png") == 2
     err = capsys.readouterr().err

@@ -44,14 +44,35 @@ def test_recipes_cover_what_the_readme_lists():
             "autoencoder/masked", "autoencoder/rnn_code_tied"} <= names
 
 
-def test_every_autoencoder_config_has_a_gpu_twin():
-    """recipes/autoencoder/X_gpu.yaml: X's data, tokenizer and model, on CUDA for 5 minutes."""
-    for name in ("rnn_code", "rnn_code_tied", "attention", "denoising", "variational", "masked"):
+def gpu_overrides(config: str) -> list[str]:
+    """recipes/autoencoder/gpu.overrides as run.sh reads it with GPU=1: `key=value` lines for every config,
+    `CONFIG: key=value ...` lines for one, `#` comments."""
+    words = []
+    for line in (RECIPES / "autoencoder" / "gpu.overrides").read_text().splitlines():
+        line = line.split("#", 1)[0]
+        name, sep, rest = line.partition(":")
+        if not sep:
+            words += line.split()
+        elif name.strip() == config:
+            words += rest.split()
+    return words
+
+
+def test_gpu_overrides_make_valid_configs_of_every_autoencoder_config():
+    """GPU=1: each config's data, tokenizer and model, on CUDA for 5 minutes; every key a valid config key."""
+    configs = sorted(p.stem for p in (RECIPES / "autoencoder").glob("*.yaml"))
+    assert not [c for c in configs if c.endswith("_gpu")], "GPU settings live in gpu.overrides, not in copies"
+    named = {line.partition(":")[0].strip() for line in (RECIPES / "autoencoder" / "gpu.overrides")
+             .read_text().splitlines() if ":" in line.split("#", 1)[0]}
+    assert named <= set(configs), f"gpu.overrides names configs that do not exist: {named - set(configs)}"
+    for name in configs:
         cpu = load_config(str(RECIPES / "autoencoder" / f"{name}.yaml"))
-        gpu = load_config(str(RECIPES / "autoencoder" / f"{name}_gpu.yaml"))
+        gpu = load_config(str(RECIPES / "autoencoder" / f"{name}.yaml"), gpu_overrides(name))
+        gpu.validate()
         assert (gpu.data, gpu.tokenizer, gpu.model) == (cpu.data, cpu.tokenizer, cpu.model), name
         assert gpu.train.device == "cuda" and gpu.train.max_minutes == 5, name
-        assert gpu.out_dir == cpu.out_dir + "_gpu", name
+    assert "train.schedule=plateau" in gpu_overrides("rnn_code") and "train.schedule=plateau" not in gpu_overrides(
+        "rnn_code_tied")
 
 
 def fake_multi30k(root: Path, splits: dict[str, int], langs=("en", "fr")) -> Path:
@@ -84,6 +105,7 @@ def recipe_env(**extra) -> dict:
                      **extra)
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_translation_recipe_runs_end_to_end(tmp_path):
     raw = fake_multi30k(tmp_path / "raw", {"train": 300, "val": 20, "test2016": 20, "test2017": 15})
     run = tmp_path / "run"
@@ -127,6 +149,7 @@ def test_translation_recipe_runs_end_to_end(tmp_path):
     assert cells[6] == f"{t16['bleu'] - t16['greedy']['bleu']:+.2f}"
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_autoencoder_recipe_runs_end_to_end(tmp_path):
     raw = fake_multi30k(tmp_path / "raw", {"train": 300, "val": 20, "test2016": 25}, langs=("en", "unused"))
     run = tmp_path / "run"
@@ -155,6 +178,7 @@ def test_autoencoder_recipe_runs_end_to_end(tmp_path):
     assert fill["decoding"] == "fill" and fill["masked_tokens"] == masked["masked_tokens"]
 
 
+@pytest.mark.slow  # trains through subprocesses
 def test_wmt14_recipe_preprocesses_once_then_trains_with_two_processes(tmp_path):
     """run.sh with NPROC=2 on a tiny stand-in for a prepared WMT14 directory: `seqed preprocess` writes
     data.binarized, torchrun trains 2 gloo processes on it (neither encodes the corpus), then the usual
@@ -173,3 +197,15 @@ def test_wmt14_recipe_preprocesses_once_then_trains_with_two_processes(tmp_path)
     assert result["training"]["steps"] == 10 and set(result["tests"]) == {"test"}
     state = torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)["train_state"]
     assert state["world"] == 2
+
+
+def test_autoencoder_summary_rows_every_committed_run_and_skips_other_json():
+    """Its usage line, `summary.py row recipes/autoencoder/results/*.json`, as written."""
+    results = sorted((RECIPES / "autoencoder" / "results").glob("*.json"))
+    proc = subprocess.run([sys.executable, str(RECIPES / "autoencoder" / "summary.py"), "row", *map(str, results)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    runs = [p for p in results if "training" in json.loads(p.read_text())]
+    assert runs and len(runs) < len(results)
+    assert sum(1 for line in proc.stdout.splitlines() if line.startswith("| `")) >= len(runs)
+    assert proc.stderr.count("skipping") == len(results) - len(runs)

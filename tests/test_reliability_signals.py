@@ -22,6 +22,8 @@ from seqed.checkpoint import load_checkpoint, remove_stale_temps
 from seqed.runlog import read_records
 from tiny_runs import assert_same_tensors, child_env, load_state, seqed_argv, write_config, write_task
 
+pytestmark = pytest.mark.slow  # every test trains through subprocesses
+
 # Dropout and word dropout on: the resumed run must restore the torch RNG and reseed the noise generator.
 STEPS, EVERY = 80, 4
 TRAIN = f"max_steps: {STEPS}, valid_every: {EVERY}, word_dropout: 0.1"

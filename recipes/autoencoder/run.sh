@@ -9,10 +9,12 @@
 #   SEQED_DATA=../shared/data bash recipes/autoencoder/run.sh rnn_code   # local copy, no network
 #   bash recipes/autoencoder/run.sh attention                            # downloads Multi30k first
 #   RUN=runs/ae_quick bash recipes/autoencoder/run.sh rnn_code train.max_minutes=2
+#   GPU=1 bash recipes/autoencoder/run.sh attention                      # one GPU, 5 minutes
 #
 # Environment (all optional): SEQED_DATA (a directory holding multi30k/{train,val,test2016}.en; unset:
-# download into PREPARED, default runs/data), RUN (default runs/ae_CONFIG), BEAM (default 1: greedy),
-# DEVICE (auto | cpu | cuda).
+# download into PREPARED, default runs/data), RUN (default runs/ae_CONFIG, or runs/ae_CONFIG_gpu with GPU=1),
+# BEAM (default 1: greedy), DEVICE (auto | cpu | cuda), GPU (1: train with the settings of
+# recipes/autoencoder/gpu.overrides, given before the command line's overrides).
 # Writes into RUN: results.json (summary.py: what the README's table shows), test2016.eval.json (clean
 # input; not for `masked`), test2016.mask15.eval.json (denoising and masked: 15% of the pieces masked,
 # with completion_accuracy; free decoding for denoising, --fill for masked), test2016.mask15.fill.eval.json
@@ -29,10 +31,23 @@ if [ ! -f "$yaml" ]; then
   echo "run.sh: no config $yaml; choose one of:" $(cd recipes/autoencoder && ls -- *.yaml | sed 's/\.yaml$//') >&2
   exit 2
 fi
-RUN=${RUN:-runs/ae_$config}
-kind=${config%_gpu}  # a GPU config (rnn_code_gpu, ...) is evaluated like its CPU twin
 BEAM=${BEAM:-1}
 DEVICE=${DEVICE:-auto}
+if [ "${GPU:-0}" = 1 ]; then
+  # gpu.overrides: `key=value` lines for every config, `CONFIG: key=value ...` lines for one; `#` comments
+  gpu=()
+  while read -r line; do
+    line=${line%%#*}
+    case $line in
+      "$config:"*) read -ra words <<< "${line#*:}"; gpu+=("${words[@]}") ;;
+      *:*) ;;
+      *=*) read -ra words <<< "$line"; gpu+=("${words[@]}") ;;
+    esac
+  done < recipes/autoencoder/gpu.overrides
+  set -- "${gpu[@]}" "$@"
+  RUN=${RUN:-runs/ae_${config}_gpu}
+fi
+RUN=${RUN:-runs/ae_$config}
 
 echo "== [1/4] data"
 if [ -n "${SEQED_DATA:-}" ] && [ -f "$SEQED_DATA/multi30k/train.en" ]; then
@@ -60,17 +75,17 @@ touch "$RUN/train.done"
 
 # Models trained on clean reconstruction are selected on validation BLEU; noise-trained models
 # (validated on clean input, or not at all) and the VAE (its KL weight still rising early on) use the last.
-case $kind in
+case $config in
   rnn_code|rnn_code_tied|attention|mixed) ckpt=$RUN/checkpoint_best.pt ;;
   *) ckpt=$RUN/checkpoint_last.pt ;;
 esac
 
 echo "== [3/4] evaluating $ckpt on $test_en (beam $BEAM)"
-if [ "$kind" != masked ]; then
+if [ "$config" != masked ]; then
   seqed evaluate -c "$ckpt" -i "$test_en" --beam "$BEAM" --device "$DEVICE" \
     --json "$RUN/test2016.eval.json" > /dev/null
 fi
-case $kind in
+case $config in
   denoising) seqed evaluate -c "$ckpt" -i "$test_en" --beam "$BEAM" --device "$DEVICE" --noise mask=0.15 \
                --json "$RUN/test2016.mask15.eval.json" > /dev/null
              seqed evaluate -c "$ckpt" -i "$test_en" --device "$DEVICE" --noise mask=0.15 --fill \

@@ -6,7 +6,8 @@
 `write` gathers what run.sh measured (RUN/test2016.eval.json, RUN/test2016.mask15.eval.json, written by
 `seqed evaluate`), the training time and updates (the last line of RUN/train.log.jsonl), the model and
 its parameter count (the checkpoint), the thread count and the command (RUN/env.json, RUN/config.yaml)
-into RUN/results.json. `row` prints one markdown row per results file; every number comes from it.
+into RUN/results.json. `row` prints one markdown row per results file; every number comes from it (files
+that are not a run's results, such as results/train_vs_test.json, are skipped with a note).
 """
 
 from __future__ import annotations
@@ -118,7 +119,11 @@ def main(argv=None) -> int:
         print(f"wrote {args.run / 'results.json'}", file=sys.stderr)
     else:
         for path in args.results:
-            print("\n".join(row(_read(path))))
+            result = _read(path)
+            if "training" not in result:  # a measurement beside the runs (train_vs_test.json, ...): no row
+                print(f"summary.py: skipping {path}: not a run's results.json", file=sys.stderr)
+                continue
+            print("\n".join(row(result)))
     return 0
 
 

@@ -42,27 +42,28 @@ def register(sub) -> None:
 
     p = sub.add_parser("sample", help="sample sentences from a variational autoencoder's prior",
                        description="Draw z ~ N(0, I) and decode each (greedy unless --beam).")
-    p.add_argument("--checkpoint", "-c", required=True)
-    p.add_argument("-n", type=int, default=10, help="number of samples")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--max-len", type=int, default=60)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
+    p.add_argument("-n", type=int, default=10, help="number of samples (default 10)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the prior draws z ~ N(0, I) (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the prior's standard deviation (default 1.0; 0 decodes the prior's mean)")
+    p.add_argument("--beam", type=int, default=1, help="beam size for decoding each z (default 1: greedy)")
+    p.add_argument("--max-len", type=int, default=60, help="most pieces per decoded sentence (default 60)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("interpolate", help="decode points on the line between two sentences' codes",
                        description="Encode sentences A and B (posterior means of a variational model, or the "
                                    "codes of a code-bottleneck model), walk K evenly spaced points from A to B "
                                    "(linear, or --slerp) and decode each point: lines 'T<TAB>TEXT'.")
-    p.add_argument("--checkpoint", "-c", required=True)
-    p.add_argument("sentence_a")
-    p.add_argument("sentence_b")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--slerp", action="store_true", help="spherical interpolation")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--max-len", type=int, default=60)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
+    p.add_argument("sentence_a", help="the sentence at t = 0")
+    p.add_argument("sentence_b", help="the sentence at t = 1")
+    p.add_argument("--steps", type=int, default=5, help="points on the path, both ends included (default 5)")
+    p.add_argument("--slerp", action="store_true", help="spherical interpolation (default: linear)")
+    p.add_argument("--beam", type=int, default=1, help="beam size for decoding each point (default 1: greedy)")
+    p.add_argument("--max-len", type=int, default=60, help="most pieces per decoded sentence (default 60)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("evaluate", help="reconstruction metrics of an autoencoder on a text file",
@@ -71,7 +72,7 @@ def register(sub) -> None:
                                    "units. With --noise, metrics of completing corrupted inputs, the same "
                                    "metrics of the corrupted input itself (noisy_input), and for mask/substitute "
                                    "noise the completion accuracy at the corrupted positions.")
-    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--checkpoint", "-c", required=True, help="checkpoint file or run directory")
     p.add_argument("-i", "--input", required=True, help="one sentence per line")
     p.add_argument("--noise", default="", help="corrupt inputs first, e.g. mask=0.15")
     p.add_argument("--seed", type=int, default=1, help="seed of the corruption")
