@@ -95,6 +95,23 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, handle)
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint a path names: the file itself, or a run directory's best, else last.
+
+    Raises:
+        FileNotFoundError: no such file, or a directory without either checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"no checkpoint_best.pt or checkpoint_last.pt in directory {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a seqed checkpoint safely (`weights_only=True`).
 
@@ -102,16 +119,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         FileNotFoundError: no such file.
         CheckpointError: truncated, corrupted, not a seqed checkpoint, or containing code objects.
     """
-    path = Path(path)
-    if path.is_dir():
-        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise FileNotFoundError(f"no checkpoint_best.pt or checkpoint_last.pt in directory {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = checkpoint_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

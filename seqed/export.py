@@ -266,6 +266,7 @@ def export_ctranslate2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike
             "max_src_len": m.max_pieces,        # source pieces + EOS the encoder positions cover
             "max_output_len": m.max_output_len,  # output tokens the decoder positions cover
             "search": to_dict(loaded.config.search),
+            "languages": [loaded.config.data.src_lang, loaded.config.data.tgt_lang],  # source, target
         }
         (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if out.exists():

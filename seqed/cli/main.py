@@ -14,10 +14,10 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from seqed.cli import autoencoder, checkpoints, export, plot, prepare, preprocess, train, translate
+from seqed.cli import autoencoder, checkpoints, export, plot, prepare, preprocess, serve, train, translate
 
 # The order of `seqed --help`.
-COMMAND_MODULES = (train, translate, checkpoints, export, autoencoder, prepare, preprocess, plot)
+COMMAND_MODULES = (train, translate, serve, checkpoints, export, autoencoder, prepare, preprocess, plot)
 
 
 def build_parser() -> argparse.ArgumentParser:

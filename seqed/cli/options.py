@@ -77,5 +77,5 @@ def load_translator(args: argparse.Namespace, progress: bool):
                 raise ValueError(f"{option} is for --engine seqed; --engine ctranslate2 runs greedy or beam search "
                                  f"without alignments")
     return load(args.checkpoint, engine=engine, device=args.device, precision=args.precision,
-                quantization=getattr(args, "quantization", None), progress=progress and engine == "seqed",
-                seed=seed, **search)
+                quantization=getattr(args, "quantization", None), threads=getattr(args, "threads", 0),
+                progress=progress and engine == "seqed", seed=seed, **search)
