@@ -1,0 +1,262 @@
+"""The web page at `/` of `seqed serve`, driven in a real browser (Debian's Chromium through Playwright).
+
+The tiny reversal model of conftest is served by the real `seqed serve` (a child process) on a free port,
+and the page is used as a person would: type, wait for the translation, hover and arrow through
+translated words, paste markup, go over the server's length limit. Skipped (with the reason) where
+Chromium, Playwright or the server's extra are missing; CI installs all three (see `.ci/run`).
+"""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tiny_runs import child_env, seqed_argv
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'seqed[serve]')")
+pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'seqed[serve]')")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+MAX_PIECES = 24           # the served model's --max-pieces: small, so going over is easy
+HOSTILE = '<img src=x onerror="window.__pwned = 1">'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    """POST JSON, return (status, JSON body) for success and errors alike."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server(reversal_model, tmp_path_factory):
+    """Base URL of `seqed serve` on the tiny reversal model (conftest's, trained once per session)."""
+    run, _, _ = reversal_model
+    root = tmp_path_factory.mktemp("page")
+    port = free_port()
+    log = open(root / "serve.log", "w")
+    proc = subprocess.Popen(seqed_argv("serve", "-c", f"tiny={run}", "--port", port,
+                                       "--max-pieces", MAX_PIECES),
+                            env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"seqed serve did not become ready:\n{(root / 'serve.log').read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page at `/`, its model list loaded; `page.errors` collects uncaught script errors."""
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(server)
+    pg.wait_for_function("document.querySelector('#counter').textContent.includes('/ %d')" % MAX_PIECES)
+    yield pg
+    context.close()
+    assert pg.errors == []
+
+
+def shown(pg) -> str:
+    """The translation as the page shows it (one line per source line)."""
+    return pg.text_content("#output .text")
+
+
+def wait_shown(pg, expected: str) -> None:
+    pg.wait_for_function("e => (document.querySelector('#output .text') || {}).textContent === e",
+                         arg=expected, timeout=10_000)
+
+
+def word_groups(pieces: list[str]) -> list[int]:
+    """Word index of every SentencePiece piece (a piece opening with U+2581 starts a word)."""
+    out, w = [], -1
+    for p in pieces:
+        w += (w < 0 or p.startswith("\u2581"))
+        out.append(w)
+    return out
+
+
+def test_typing_translates_and_words_highlight_their_source(page, server):
+    sentence = "a b c d e"
+    requests = []
+    page.on("request", lambda r: requests.append(r) if r.url.endswith("v1/translate") else None)
+    page.type("#source", sentence, delay=40)         # faster than the debounce: one request at the end
+    status, ref = post(server + "v1/translate", {"q": sentence, "return_alignment": True})
+    assert status == 200
+    entry = ref["translations"][0]
+    assert entry["text"].strip(), "the tiny model translated to nothing: train it longer"
+    wait_shown(page, entry["text"])
+    assert len(requests) == 1
+
+    # the server's piece-level alignment, mapped to words independently of the page
+    src_words, tgt_words = word_groups(entry["source_pieces"]), word_groups(entry["target_pieces"])
+    aligned = {}
+    for pair in entry["alignment"].split():
+        s, t = map(int, pair.split("-"))
+        aligned.setdefault(tgt_words[t], set()).add(sentence.split()[src_words[s]])
+
+    def marked() -> set[str]:
+        return set(page.eval_on_selector_all("#mirror mark", "ms => ms.map(m => m.textContent)"))
+
+    words = page.locator("#output .w")
+    assert words.count() == len(entry["text"].split())
+    words.nth(0).hover()
+    assert marked() == aligned[0]
+    page.mouse.move(5, 5)                             # leaving the translation clears the highlight
+    assert marked() == set()
+
+    # without a mouse: focus the first word, arrow to the last
+    words.nth(0).focus()
+    assert marked() == aligned[0]
+    last = words.count() - 1
+    for _ in range(last):
+        page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.textContent") == entry["text"].split()[last]
+    assert marked() == aligned[last]
+    assert "ms" in page.text_content("#stats") and "tokens/s" in page.text_content("#stats")
+
+
+def test_nbest_greedy_copy_and_clear(page, server):
+    page.fill("#nbest", "3")
+    page.dispatch_event("#nbest", "change")
+    page.fill("#source", "a b c")
+    _, ref = post(server + "v1/translate", {"q": "a b c", "nbest": 3, "return_scores": True})
+    entry = ref["translations"][0]
+    wait_shown(page, entry["text"])
+    items = page.locator("#alts li")
+    assert items.count() == 3
+    expected = [(entry["text"], entry["score"])] + [(a["text"], a["score"]) for a in entry["alternatives"]]
+    for i, (text, score) in enumerate(expected):
+        assert items.nth(i).locator(".alt").text_content() == text
+        assert items.nth(i).locator(".score").text_content() == f"{score:.3f}"
+
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("v1/translate") else None)
+    page.check("#mode-greedy")
+    _, ref = post(server + "v1/translate", {"q": "a b c", "beam": 1})
+    wait_shown(page, ref["translations"][0]["text"])
+    assert sent[-1]["beam"] == 1 and sent[-1]["nbest"] == 1
+    assert page.is_disabled("#beam") and page.is_disabled("#nbest")
+    assert page.locator("#alts").is_hidden()
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#copy")
+    page.wait_for_function("document.querySelector('#copy').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == ref["translations"][0]["text"]
+    page.click("#clear")
+    assert page.input_value("#source") == ""
+    assert page.locator("#output .w").count() == 0
+    assert page.evaluate("document.activeElement.id") == "source"
+
+
+def test_ctrl_enter_translates_without_waiting(page, server):
+    # set the text without an input event, so only Ctrl+Enter can start a request
+    page.eval_on_selector("#source", "(s, v) => { s.value = v; s.focus(); }", "c c a")
+    _, ref = post(server + "v1/translate", {"q": "c c a"})
+    page.keyboard.press("Control+Enter")
+    wait_shown(page, ref["translations"][0]["text"])
+
+
+def test_markup_in_the_source_is_text_and_runs_nothing(page, server):
+    page.fill("#source", HOSTILE)
+    _, ref = post(server + "v1/translate", {"q": HOSTILE})
+    wait_shown(page, ref["translations"][0]["text"])
+    if page.locator("#output .w").count():
+        page.locator("#output .w").first.hover()      # draws the source mirror with marks
+    page.wait_for_timeout(200)                        # an injected image would have errored by now
+    assert page.evaluate("window.__pwned") is None
+    assert page.eval_on_selector_all("img", "x => x.length") == 0
+    assert page.text_content("#mirror").startswith(HOSTILE)
+
+
+def test_markup_in_the_model_output_is_text_and_runs_nothing(page):
+    """Whatever the server answers, translations and alternatives are inserted as text."""
+    hostile = {"text": HOSTILE, "score": -1.0, "alignment": "0-0",
+               "alternatives": [{"text": "<b>bold</b>", "score": -2.0}, "<script>window.__pwned = 2</script>"],
+               "source_pieces": ["\u2581a"], "target_pieces": ["\u2581<img", "\u2581src=x", "\u2581onerror=..."]}
+    page.route("**/v1/translate", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({"translations": [hostile]})))
+    page.fill("#nbest", "3")
+    page.fill("#source", "a")
+    wait_shown(page, HOSTILE)
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.__pwned") is None
+    assert page.eval_on_selector_all("#output img, #alts img, #alts b, #alts script", "x => x.length") == 0
+    assert "<b>bold</b>" in page.text_content("#alts")
+
+
+def test_a_stale_response_never_replaces_a_newer_one(page, server):
+    # the first translate response is held back 1.5 s (and ignores its abort signal), so it lands last
+    page.evaluate("""() => {
+        const real = window.fetch; let first = true;
+        window.fetch = async (url, opts) => {
+            if (!String(url).endsWith('v1/translate') || !first) return real(url, opts);
+            first = false;
+            const { signal, ...rest } = opts;
+            const resp = await real(url, rest);
+            await new Promise(r => setTimeout(r, 1500));
+            return resp;
+        };
+    }""")
+    page.fill("#source", "a b")
+    page.wait_for_timeout(500)                        # debounced request 1 is in flight
+    page.fill("#source", "l k j")
+    _, ref = post(server + "v1/translate", {"q": "l k j"})
+    wait_shown(page, ref["translations"][0]["text"])
+    page.wait_for_timeout(1500)                       # request 1's response has arrived by now
+    assert shown(page) == ref["translations"][0]["text"]
+
+
+def test_an_over_limit_source_shows_the_servers_message(page, server):
+    long = " ".join("abcdefghijkl"[i % 12] for i in range(2 * MAX_PIECES))
+    status, ref = post(server + "v1/translate", {"q": long})
+    assert status == 422
+    page.fill("#source", long)
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=10_000)
+    assert "422" in error.text_content()
+    assert ref["error"]["message"] in error.text_content()
+    assert "over" in page.get_attribute("#counter", "class")
