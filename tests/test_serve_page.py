@@ -55,7 +55,8 @@ def server(reversal_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("page")
     port = free_port()
     log = open(root / "serve.log", "w")
-    proc = subprocess.Popen(seqed_argv("serve", "-c", f"tiny={run}", "--port", port,
+    # the same run twice under two names, so that the page offers its model picker
+    proc = subprocess.Popen(seqed_argv("serve", "-c", f"tiny={run}", "-c", f"twin={run}", "--port", port,
                                        "--max-pieces", MAX_PIECES),
                             env=child_env(), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -88,20 +89,24 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
-    """A fresh page at `/`, its model list loaded; `page.errors` collects uncaught script errors."""
+    """A fresh page at `/`, its model list loaded; `page.errors` collects uncaught script errors.
+
+    The server's Content-Security-Policy forbids eval, so every `wait_for_function` here passes a function
+    (Playwright evaluates a bare expression with eval while it polls).
+    """
     context = browser.new_context(viewport={"width": 1100, "height": 700})
     pg = context.new_page()
     pg.errors = []
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
     pg.goto(server)
-    pg.wait_for_function("document.querySelector('#counter').textContent.includes('/ %d')" % MAX_PIECES)
+    pg.wait_for_function("n => document.querySelector('#counter').textContent.includes('/ ' + n)", arg=MAX_PIECES)
     yield pg
     context.close()
     assert pg.errors == []
 
 
 def shown(pg) -> str:
-    """The translation as the page shows it (one line per source line)."""
+    """The translation as the page shows it."""
     return pg.text_content("#output .text")
 
 
@@ -123,13 +128,14 @@ def test_typing_translates_and_words_highlight_their_source(page, server):
     sentence = "a b c d e"
     requests = []
     page.on("request", lambda r: requests.append(r) if r.url.endswith("v1/translate") else None)
-    page.type("#source", sentence, delay=40)         # faster than the debounce: one request at the end
+    page.type("#source", sentence, delay=40)         # faster than the debounce
     status, ref = post(server + "v1/translate", {"q": sentence, "return_alignment": True})
     assert status == 200
     entry = ref["translations"][0]
     assert entry["text"].strip(), "the tiny model translated to nothing: train it longer"
     wait_shown(page, entry["text"])
-    assert len(requests) == 1
+    assert len(requests) <= 2                         # one at the end (two if the machine stalled a key)
+    assert requests[-1].post_data_json["model"] == "tiny"
 
     # the server's piece-level alignment, mapped to words independently of the page
     src_words, tgt_words = word_groups(entry["source_pieces"]), word_groups(entry["target_pieces"])
@@ -159,6 +165,15 @@ def test_typing_translates_and_words_highlight_their_source(page, server):
     assert "ms" in page.text_content("#stats") and "tokens/s" in page.text_content("#stats")
 
 
+def test_model_picker(page, server):
+    assert page.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == ["tiny", "twin"]
+    page.fill("#source", "a b")
+    wait_shown(page, post(server + "v1/translate", {"q": "a b"})[1]["translations"][0]["text"])
+    with page.expect_request(lambda r: r.url.endswith("v1/translate")) as request:
+        page.select_option("#model", "twin")
+    assert request.value.post_data_json["model"] == "twin"
+
+
 def test_nbest_greedy_copy_and_clear(page, server):
     page.fill("#nbest", "3")
     page.dispatch_event("#nbest", "change")
@@ -184,7 +199,7 @@ def test_nbest_greedy_copy_and_clear(page, server):
 
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.click("#copy")
-    page.wait_for_function("document.querySelector('#copy').textContent === 'Copied'")
+    page.wait_for_function("() => document.querySelector('#copy').textContent === 'Copied'")
     assert page.evaluate("navigator.clipboard.readText()") == ref["translations"][0]["text"]
     page.click("#clear")
     assert page.input_value("#source") == ""
@@ -229,24 +244,27 @@ def test_markup_in_the_model_output_is_text_and_runs_nothing(page):
 
 
 def test_a_stale_response_never_replaces_a_newer_one(page, server):
-    # the first translate response is held back 1.5 s (and ignores its abort signal), so it lands last
+    # the first translate response is held back (and ignores its abort signal) until the test lets it go
     page.evaluate("""() => {
-        const real = window.fetch; let first = true;
+        const real = window.fetch;
         window.fetch = async (url, opts) => {
-            if (!String(url).endsWith('v1/translate') || !first) return real(url, opts);
-            first = false;
+            if (!String(url).endsWith('v1/translate') || window.__held) return real(url, opts);
+            window.__held = 'held';
             const { signal, ...rest } = opts;
             const resp = await real(url, rest);
-            await new Promise(r => setTimeout(r, 1500));
+            while (window.__held !== 'release') await new Promise(r => setTimeout(r, 20));
+            window.__held = 'delivered';
             return resp;
         };
     }""")
     page.fill("#source", "a b")
-    page.wait_for_timeout(500)                        # debounced request 1 is in flight
+    page.wait_for_function("() => window.__held === 'held'")
     page.fill("#source", "l k j")
     _, ref = post(server + "v1/translate", {"q": "l k j"})
     wait_shown(page, ref["translations"][0]["text"])
-    page.wait_for_timeout(1500)                       # request 1's response has arrived by now
+    page.evaluate("window.__held = 'release'")
+    page.wait_for_function("() => window.__held === 'delivered'")
+    page.wait_for_timeout(100)                        # time for the page to read the late response
     assert shown(page) == ref["translations"][0]["text"]
 
 
