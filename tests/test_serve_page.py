@@ -1,6 +1,6 @@
 """The web page at `/` of `seqed serve`, driven in a real browser (Debian's Chromium through Playwright).
 
-The tiny reversal model of conftest is served by the real `seqed serve` (a child process) on a free port,
+The tiny reversal model of conftest is served by the real app and server (`serve_helpers.LiveServer`),
 and the page is used as a person would: type, wait for the translation, hover and arrow through
 translated words, paste markup, go over the server's length limit. Skipped (with the reason) where
 Chromium, Playwright or the server's extra are missing; CI installs all three (see `.ci/run`).
@@ -8,17 +8,11 @@ Chromium, Playwright or the server's extra are missing; CI installs all three (s
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-
-from tiny_runs import child_env, seqed_argv
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'seqed[serve]')")
@@ -28,14 +22,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
-MAX_PIECES = 24           # the served model's --max-pieces: small, so going over is easy
+MAX_PIECES = 24           # the server's --max-pieces: small, so going over is easy
 HOSTILE = '<img src=x onerror="window.__pwned = 1">'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
@@ -49,34 +37,26 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def server(reversal_model, tmp_path_factory):
-    """Base URL of `seqed serve` on the tiny reversal model (conftest's, trained once per session)."""
-    run, _, _ = reversal_model
-    root = tmp_path_factory.mktemp("page")
-    port = free_port()
-    log = open(root / "serve.log", "w")
-    # the same run twice under two names, so that the page offers its model picker
-    proc = subprocess.Popen(seqed_argv("serve", "-c", f"tiny={run}", "-c", f"twin={run}", "--port", port,
-                                       "--max-pieces", MAX_PIECES),
-                            env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"seqed serve did not become ready:\n{(root / 'serve.log').read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+def server(reversal_model):
+    """Base URL of a live server with the tiny reversal model (conftest's) as "tiny" and as "twin", so the
+    page offers its model picker, and as "ct2" (its CTranslate2 export, which gives no alignments) where
+    ctranslate2 is installed."""
+    from seqed.serve.app import create_app
+    from seqed.serve.limits import Limits
+    from seqed.serve.service import Service
+    from serve_helpers import LiveServer, engine
+
+    run, export, _ = reversal_model
+    service = Service(limits=Limits(max_pieces=MAX_PIECES))
+    service.add(engine("tiny", run))
+    service.add(engine("twin", run))
+    if export is not None:
+        service.add(engine("ct2", export, "ctranslate2"))
+    service.warm_up()
+    live = LiveServer(create_app(service), service)
+    yield live.url + "/"
+    live.stop()
+    service.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +146,25 @@ def test_typing_translates_and_words_highlight_their_source(page, server):
 
 
 def test_model_picker(page, server):
-    assert page.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == ["tiny", "twin"]
+    assert page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")[:2] == ["tiny", "twin"]
     page.fill("#source", "a b")
     wait_shown(page, post(server + "v1/translate", {"q": "a b"})[1]["translations"][0]["text"])
     with page.expect_request(lambda r: r.url.endswith("v1/translate")) as request:
         page.select_option("#model", "twin")
     assert request.value.post_data_json["model"] == "twin"
+
+
+def test_a_model_without_alignments_is_asked_for_none(page, server, reversal_model):
+    if reversal_model[1] is None:
+        pytest.skip("ctranslate2 is not installed: no CTranslate2 model to serve")
+    page.select_option("#model", "ct2")
+    with page.expect_request(lambda r: r.url.endswith("v1/translate")) as request:
+        page.fill("#source", "a b c")
+    body = request.value.post_data_json
+    assert body["model"] == "ct2" and "return_alignment" not in body
+    _, ref = post(server + "v1/translate", {"q": "a b c", "model": "ct2"})
+    wait_shown(page, ref["translations"][0]["text"])
+    assert page.locator("#error").is_hidden()
 
 
 def test_nbest_greedy_copy_and_clear(page, server):
