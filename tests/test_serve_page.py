@@ -2,11 +2,12 @@
 
 The tiny reversal model of conftest is served by the real app and server (`serve_helpers.LiveServer`),
 and the page is used as a person would: type, wait for the translation, hover and arrow through
-translated words, paste markup, go over the server's length limit. Skipped (with the reason) where
-Chromium, Playwright or the server's extra are missing; CI installs all three (see `.ci/run`).
+translated words, paste markup, go over the server's length limit. The browser tests skip (with the
+reason) where Chromium, Playwright or the server's extra are missing; CI installs all three (see `.ci/run`).
 """
 
 import json
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -14,14 +15,7 @@ from pathlib import Path
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'seqed[serve]')")
-pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'seqed[serve]')")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
+PAGE = Path(__file__).resolve().parents[1] / "seqed" / "serve" / "static" / "index.html"
 MAX_PIECES = 24           # the server's --max-pieces: small, so going over is easy
 HOSTILE = '<img src=x onerror="window.__pwned = 1">'
 
@@ -37,16 +31,18 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def server(reversal_model):
+def server(browser, request):
     """Base URL of a live server with the tiny reversal model (conftest's) as "tiny" and as "twin", so the
     page offers its model picker, and as "ct2" (its CTranslate2 export, which gives no alignments) where
-    ctranslate2 is installed."""
+    ctranslate2 is installed. Asks for `browser` first, so that without one nothing is trained."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'seqed[serve]')")
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'seqed[serve]')")
     from seqed.serve.app import create_app
     from seqed.serve.limits import Limits
     from seqed.serve.service import Service
     from serve_helpers import LiveServer, engine
 
-    run, export, _ = reversal_model
+    run, export, _ = request.getfixturevalue("reversal_model")
     service = Service(limits=Limits(max_pieces=MAX_PIECES))
     service.add(engine("tiny", run))
     service.add(engine("twin", run))
@@ -61,8 +57,13 @@ def server(reversal_model):
 
 @pytest.fixture(scope="module")
 def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # Playwright's own browser download cannot work here: launch the system's Chromium
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         yield b
         b.close()
 
@@ -83,6 +84,16 @@ def page(browser, server):
     yield pg
     context.close()
     assert pg.errors == []
+
+
+def test_the_page_is_one_self_contained_file():
+    """No CDN, no absolute URL, no HTML parsing of data: checked on the file itself (no browser needed)."""
+    html = PAGE.read_text(encoding="utf-8")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # nothing fetched from elsewhere
+    assert not re.search(r"""fetch\(\s*["'`](/|https?:)""", html)          # relative URLs: v1/..., not /v1/...
+    assert 'fetch("v1/translate"' in html and 'fetch("v1/models"' in html
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in html, sink
 
 
 def shown(pg) -> str:
@@ -154,8 +165,8 @@ def test_model_picker(page, server):
     assert request.value.post_data_json["model"] == "twin"
 
 
-def test_a_model_without_alignments_is_asked_for_none(page, server, reversal_model):
-    if reversal_model[1] is None:
+def test_a_model_without_alignments_is_asked_for_none(page, server):
+    if "ct2" not in page.eval_on_selector_all("#model option", "os => os.map(o => o.value)"):
         pytest.skip("ctranslate2 is not installed: no CTranslate2 model to serve")
     page.select_option("#model", "ct2")
     with page.expect_request(lambda r: r.url.endswith("v1/translate")) as request:
