@@ -27,10 +27,10 @@ def test_readme_test_command_installs_and_runs_what_ci_does():
 
 
 def test_the_test_extra_holds_every_optional_test_dependency():
-    """The plot tests skip without matplotlib: the extra CI installs must carry it."""
+    """The plot, export and serving tests skip without their packages: the extra CI installs must carry them."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    test_extra = re.search(r"^test = \[(.*)\]", pyproject, flags=re.M).group(1)
-    for package in ("pytest", "ctranslate2", "matplotlib"):
+    test_extra = re.search(r"^test = \[(.*?)\]", pyproject, flags=re.M | re.S).group(1)
+    for package in ("pytest", "ctranslate2", "matplotlib", "fastapi", "uvicorn", "playwright", "libretranslatepy"):
         assert f'"{package}' in test_extra, package
 
 
