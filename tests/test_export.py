@@ -307,6 +307,7 @@ def test_cli_export_and_translate_with_ctranslate2(trained, tmp_path):
     assert "cannot export the encoder, a RNNEncoder" in refused.stderr
 
 
+@pytest.mark.slow  # times every engine and starts `seqed translate` in a subprocess
 def test_cpu_decode_benchmark_runs_tiny(trained, tmp_path):
     """benchmarks/cpu_decode.py end to end on the tiny model: every engine, search work, targets,
     settings and start-up recorded."""
