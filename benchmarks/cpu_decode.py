@@ -14,9 +14,9 @@ Also measured:
 * start-up: wall time of `seqed translate -c MODEL -i ONE_LINE_FILE` in a fresh process (best of
   `--startup-runs`), the in-process load time of the checkpoint, and `python -X importtime` of the
   CLI (the slowest top-level imports);
-* settings (item 4 of issue 28) on the validation file with the fastest native seqed engine: the
-  batch size (64, 128, 256 sentences) and the optional patience stop (1, 2), one timed pass each,
-  BLEU against the exact search at batch 64;
+* settings (item 4 of issue 28) on the validation file with the fastest seqed engine: the batch
+  size (64, 128, 256 sentences) and the optional patience stop (1, 2), one timed pass each (steps
+  counted in it), BLEU against the exact search at batch 64;
 * the targets: seqed's fastest setting whose BLEU is within 0.3 of seqed fp32, against CTranslate2
   int8 (>= 1.3x on a CPU with native bf16), and the same without bf16 (the "fp32-only CPU" case,
   emulated here by leaving bf16 out: this machine is not an AVX2-only CPU), with a short operator
@@ -31,6 +31,7 @@ Writes benchmarks/results/cpu_decode.json and the table in benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -67,8 +68,10 @@ def native_bf16(flags: list[str]) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def search_work(translator, sentences: list[str]) -> dict:
-    """Decoder steps and live rows per step of one (untimed) pass of a seqed translator."""
+@contextlib.contextmanager
+def counted_steps(translator):
+    """Within the block, the live rows of every decoder step of a seqed translator are appended to the
+    yielded list (one append per step: no measurable cost)."""
     decoder = translator.model.decoder
     rows: list[int] = []
     step = decoder.step
@@ -77,13 +80,24 @@ def search_work(translator, sentences: list[str]) -> dict:
         rows.append(tokens.size(0))
         return step(tokens, memory, state)
 
-    decoder.step = counting  # an instance attribute shadows the method for this pass only
+    decoder.step = counting  # an instance attribute shadows the method within the block only
     try:
-        translator.translate(sentences)
+        yield rows
     finally:
         del decoder.step
+
+
+def work(rows: list[int]) -> dict:
+    """Decoder steps and live rows per step from `counted_steps`' list."""
     return {"decoder_steps": len(rows), "rows_per_step": round(sum(rows) / max(len(rows), 1), 1),
             "row_steps": sum(rows)}
+
+
+def search_work(translator, sentences: list[str]) -> dict:
+    """Decoder steps and live rows per step of one (untimed) pass of a seqed translator."""
+    with counted_steps(translator) as rows:
+        translator.translate(sentences)
+    return work(rows)
 
 
 def profile_top(translator, sentences: list[str], n: int = 10) -> list[dict]:
@@ -137,11 +151,11 @@ def settings(loaded, engine: str, ct2_dir: str, sentences: list[str], refs: list
                              threads=threads, patience=patience)
         tr.translate(sentences[:16])  # warm-up
         print(f"[{SECTION}] settings: {engine} batch {batch_size} patience {patience} ...", file=sys.stderr, flush=True)
-        took, hyps, texts = timed(tr, sentences)
+        with counted_steps(tr) as steps:
+            took, hyps, texts = timed(tr, sentences)
         r = summarize(hyps, texts, [took], refs)
         r.pop("output")
-        rows.append({"engine": engine, "batch_size": batch_size, "patience": patience, **r,
-                     **search_work(tr, sentences)})
+        rows.append({"engine": engine, "batch_size": batch_size, "patience": patience, **r, **work(steps)})
     exact = rows[0]["bleu"]
     for r in rows:
         r["bleu_vs_exact_batch64"] = round(r["bleu"] - exact, 2)
