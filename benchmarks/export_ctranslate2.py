@@ -64,9 +64,10 @@ def translator_module_at(revision: str, work: str):
 
 
 def make_translator(engine: str, loaded, ct2_dir: str, *, beam: int, length_penalty: float, batch_size: int,
-                    threads: int, baseline=None):
-    """The translator of one engine (`ctranslate2_X@REV`: the `baseline` module's), with the checkpoint's
-    length limits."""
+                    threads: int, baseline=None, patience=None):
+    """The translator of one engine (`ctranslate2_X@REV`: the `baseline` module's; `seqed_int8`: seqed's
+    own int8 engine, used by cpu_decode.py), with the checkpoint's length limits; `patience`: seqed's
+    optional patience stop."""
     from seqed.translator import Translator
     from seqed.translator_ct2 import CTranslate2Translator
 
@@ -79,8 +80,10 @@ def make_translator(engine: str, loaded, ct2_dir: str, *, beam: int, length_pena
                   min_len=s.min_len, batch_size=batch_size, max_src_len=loaded.config.model.max_pieces,
                   max_len_cap=loaded.config.model.max_output_len)
     if engine.startswith("seqed_"):
-        return Translator(loaded.model, loaded.tokenizer, device=loaded.device,
-                          precision=engine.split("_")[1], **common)
+        kind = engine.split("_")[1]
+        return Translator(loaded.model, loaded.tokenizer, device=loaded.device, patience=patience,
+                          precision="fp32" if kind == "int8" else kind,
+                          quantization="int8" if kind == "int8" else None, **common)
     return CTranslate2Translator(ct2_dir, compute_type=CT2_COMPUTE[engine], threads=threads, **common)
 
 

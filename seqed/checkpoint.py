@@ -112,8 +112,11 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict:
     """Load a seqed checkpoint safely (`weights_only=True`).
+
+    `mmap`: map the file instead of reading it, so only the tensors used are read from disk (a
+    translator reads the model's third of a training checkpoint, not the optimizer's moments).
 
     Raises:
         FileNotFoundError: no such file.
@@ -121,7 +124,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = checkpoint_file(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         detail = next((line.strip() for line in str(err).splitlines() if "Unpickler error" in line),
                       str(err).splitlines()[0])

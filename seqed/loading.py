@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from seqed.checkpoint import CheckpointError, load_checkpoint
+from seqed.quantize import QUANTIZATIONS as SEQED_QUANTIZATIONS
 from seqed.config import Config, ConfigError, config_from_dict
 from seqed.ensemble import Ensemble
 from seqed.model import EncoderDecoder, build_model
@@ -51,7 +52,7 @@ def load_model(path: str, device: str = "auto") -> LoadedModel:
         FileNotFoundError, CheckpointError: see `load_checkpoint`; also when the weights do not fit the
             stored config (a hand-edited or mixed-up file).
     """
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, mmap=True)  # the optimizer's state stays unread on disk
     try:
         cfg = config_from_dict(state["config"])
     except ConfigError as err:
@@ -127,7 +128,8 @@ def load_translator(path: Union[str, Sequence[str]], *, engine: str = "seqed", d
         device: "auto", "cpu", "cuda" or "cuda:N".
         precision: engine "seqed": "auto", "fp32", "bf16" or "fp16" (see `Translator`); engine
             "ctranslate2" takes "auto" or "fp32" only (its precision is `quantization`).
-        quantization: engine "ctranslate2": its compute type, e.g. "int8" (None: as exported).
+        quantization: engine "ctranslate2": its compute type, e.g. "int8" (None: as exported); engine
+            "seqed": None or "int8" (`seqed.quantize`, CPU).
         threads: CPU threads (0: leave as is); engine "seqed" sets torch's process-wide intra-op threads.
         progress: a tqdm bar per call (engine "seqed").
         seed: seed of sampling (engine "seqed", with ``sampling``).
@@ -158,12 +160,13 @@ def load_translator(path: Union[str, Sequence[str]], *, engine: str = "seqed", d
                                       **search)
     from seqed.translator import Translator
 
-    if quantization is not None:
-        raise ValueError("quantization is for engine ctranslate2; for seqed's own engine use precision")
+    if quantization not in (None, *SEQED_QUANTIZATIONS):
+        raise ValueError(f"quantization {quantization} is for engine ctranslate2; seqed's own engine takes "
+                         f"{', '.join(SEQED_QUANTIZATIONS)} (or a precision)")
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(paths[0], device=device) if len(paths) == 1 else load_ensemble(paths, device=device)
     settings = SearchSettings.from_config(loaded.config.search, max_src_len=loaded.max_pieces,
                                           max_len_cap=loaded.max_output_len, **search)
     return Translator(loaded.model, loaded.tokenizer, settings, device=loaded.device, precision=precision,
-                      progress=progress, seed=seed)
+                      progress=progress, seed=seed, quantization=quantization)

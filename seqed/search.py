@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqed.memory import Memory
@@ -230,12 +231,14 @@ def _start(model, src: Tensor, beams: int, *, max_len_a: float, max_len_b: int, 
     return _Live(memory=memory, state=state, prefixes=_Prefixes(empty), limits=limits)
 
 
-def _next_log_probs(decoder, live: _Live, prev: Tensor, t: int, min_len: int) -> tuple[Tensor, _Live]:
+def _next_log_probs(decoder, live: _Live, prev: Tensor, t: int, min_len: int,
+                    at_limit: Optional[Tensor] = None) -> tuple[Tensor, _Live]:
     """One decoder step for all live rows.
 
     PAD and BOS are never emitted; EOS is forbidden while fewer than `min_len` tokens are out and forced
     once a row reaches its limit. Masks are applied after normalisation, so the scores that remain
-    are the model's own log-probabilities.
+    are the model's own log-probabilities. The decoder's logits are normalised in place (fp32 ones;
+    a bf16 model's are copied to fp32 first): no (N, V) temporary per step.
 
     Args:
         decoder: has ``step(tokens, memory, state) -> (logits, state)``.
@@ -243,22 +246,25 @@ def _next_log_probs(decoder, live: _Live, prev: Tensor, t: int, min_len: int) ->
         prev: (N,) long, the previous tokens (BOS at t = 0).
         t: tokens already generated.
         min_len: fewest output tokens before EOS.
+        at_limit: (n,) long, the rows at their length limit, if the caller knows them; None: found here.
 
     Returns:
         ((N, V) float log-probabilities, `live` with the new state and this step's attention).
     """
     logits, state = decoder.step(prev, live.memory, live.state)
-    lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+    lprobs = logits.float()  # (N, V)
+    torch.log_softmax(lprobs, dim=-1, out=lprobs)
     lprobs[:, PAD_ID] = -math.inf
     lprobs[:, BOS_ID] = -math.inf
     if t < min_len:
         lprobs[:, EOS_ID] = -math.inf
-    at_limit = live.limits <= t  # (N,)
-    if at_limit.any():  # rare: touch only those rows instead of masking all N x V scores
-        rows = at_limit.nonzero().squeeze(1)  # (n,)
-        eos = lprobs[rows, EOS_ID]  # (n,)
-        lprobs[rows] = -math.inf
-        lprobs[rows, EOS_ID] = eos
+    if at_limit is None:
+        limited = live.limits <= t  # (N,)
+        at_limit = limited.nonzero().squeeze(1) if limited.any() else None
+    if at_limit is not None and at_limit.numel():  # rare: touch only those rows, not all N x V scores
+        eos = lprobs[at_limit, EOS_ID]  # (n,)
+        lprobs[at_limit] = -math.inf
+        lprobs[at_limit, EOS_ID] = eos
     prefixes = live.prefixes.add_attn(getattr(state, "attn", None))
     return lprobs, replace(live, state=state, prefixes=prefixes)
 
@@ -387,13 +393,15 @@ def sample_search(model, src: Tensor, *, nbest: int = 1, top_k: int = 0, top_p: 
 
 
 def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, length_penalty: float = 1.0,
-                max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0,
-                max_len_cap: int = 512) -> list[list[Hypothesis]]:
+                max_len_a: float = 1.2, max_len_b: int = 10, min_len: int = 0, max_len_cap: int = 512,
+                patience: Optional[float] = None) -> list[list[Hypothesis]]:
     """Batched beam search over B*K rows, fairseq-style (Ott et al. 2019, fairseq ``search.py``).
 
     Each step scores all K*V continuations of a sentence's K beams in one top-k and keeps the best 2K
-    candidates. EOS candidates among the first K end a hypothesis (a lower-ranked EOS would not have
-    made the beam); the K best other candidates stay live, so the beam never runs short.
+    candidates. The K beams start identical, so the first step runs one row per sentence (B rows, not
+    B*K) and its 2K best tokens seed the beams. EOS candidates among the first K end a hypothesis (a
+    lower-ranked EOS would not have made the beam); the K best other candidates stay live, so the beam
+    never runs short.
 
     Stopping rule (exact under the length penalty): a sentence is done once its `nbest`-th best ended
     score is at least the best score any live beam could still reach, or when its length limit forces
@@ -420,11 +428,16 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
         max_len_a, max_len_b, max_len_cap: output length limit per sentence (see `max_lengths`);
             EOS is forced there.
         min_len: EOS is forbidden before this many output tokens.
+        patience: None (exact stopping), or also stop a sentence once ``ceil(beam_size * patience)``
+            hypotheses have ended (CTranslate2's and Hugging Face's beam patience, Kasai et al. 2022,
+            https://arxiv.org/abs/2204.05424): faster, no longer exact.
 
     Returns:
         B lists (input order) of `nbest` hypotheses each, best score first.
     """
     _check_args(src, min_len, max_len_cap)
+    if patience is not None and not patience > 0:
+        raise ValueError(f"beam_search: patience must be > 0 (or None for exact stopping), got {patience}")
     if beam_size < 1:
         raise ValueError(f"beam_search: beam_size must be >= 1, got {beam_size}")
     if not 1 <= nbest <= beam_size:
@@ -435,26 +448,36 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
     if not finished:
         return finished
     device = src.device
+    enough = math.inf if patience is None else math.ceil(k * patience)  # ended hypotheses that stop a sentence
     with torch.inference_mode():
-        live = _start(model, src, k, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        # The K beams of a sentence start identical: the first step runs on one row per sentence (W = 1)
+        # and its 2K best tokens seed the K beams; from then on each sentence has W = K rows.
+        live = _start(model, src, 1, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
                       max_len_cap=max_len_cap)
         active = torch.arange(src.size(0), device=device)  # (A,) input index of each live sentence
         # the nbest best normalised scores of ended hypotheses, best first
         ended_best = torch.full((src.size(0), nbest), -math.inf, device=device)  # (A, nbest)
-        # the K beams start identical: keep one of them alive so the first top-k has no duplicates
-        scores = torch.full((src.size(0), k), -math.inf, device=device)  # (A, K)
-        scores[:, 0] = 0.0
-        prev = torch.full((src.size(0) * k,), BOS_ID, dtype=torch.long, device=device)  # (A*K,)
-        beam_offsets = torch.arange(k, device=device)  # (K,)
+        n_ended = torch.zeros(src.size(0), device=device)  # (A,) hypotheses ended so far (for `patience`)
+        scores = torch.zeros(src.size(0), 1, device=device)  # (A, W)
+        prev = torch.full((src.size(0),), BOS_ID, dtype=torch.long, device=device)  # (A*W,)
+        # On the host: the first step at which some row reaches its length limit, so that the rows to
+        # force EOS on are looked up (a device -> host sync) only from then on, not at every step.
+        first_limit = int(live.limits.min())
+        no_limit = torch.empty(0, dtype=torch.long, device=device)  # (0,): no row at its limit
         rank = torch.arange(2 * k, device=device)  # (2K,)
         t = 0
         while True:
-            lprobs, live = _next_log_probs(model.decoder, live, prev, t, min_len)  # (A*K, V)
-            n_sent, vocab = active.numel(), lprobs.size(1)
-            cand = (scores.view(-1, 1) + lprobs).view(n_sent, k * vocab)  # (A, K*V)
-            top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (A, 2K)
-            top_tok = top_idx % vocab  # (A, 2K)
-            top_rows = top_idx // vocab + (torch.arange(n_sent, device=device) * k).unsqueeze(1)  # (A, 2K)
+            n_sent, width = scores.shape
+            at_limit = (live.limits <= t).nonzero().squeeze(1) if t >= first_limit else no_limit
+            lprobs, live = _next_log_probs(model.decoder, live, prev, t, min_len, at_limit)  # (A*W, V)
+            vocab = lprobs.size(1)
+            cand = lprobs.add_(scores.view(-1, 1)).view(n_sent, width * vocab)  # (A, W*V), in place
+            if width * vocab < 2 * k:  # a vocabulary smaller than the beam (tests): pad with impossible PADs
+                cand = F.pad(cand, (0, 2 * k - width * vocab), value=-math.inf)  # (A, 2K)
+            top_scores, top_idx = cand.topk(2 * k, dim=1)  # (A, 2K)
+            top_tok = torch.where(top_idx < width * vocab, top_idx % vocab, PAD_ID)  # (A, 2K)
+            sent_rows = (torch.arange(n_sent, device=device) * width).unsqueeze(1)  # (A, 1) first row of each
+            top_rows = (top_idx // vocab).clamp(max=width - 1) + sent_rows  # (A, 2K)
             is_eos = top_tok == EOS_ID  # (A, 2K)
             ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])  # (A, K)
             if ended.any():
@@ -464,27 +487,30 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                     finished[b].append(hyp)  # all kept: the final sort picks the n-best
                 ended_scores = torch.where(ended, top_scores[:, :k], -math.inf) / lp(t + 1)  # (A, K)
                 ended_best = torch.cat([ended_best, ended_scores], dim=1).topk(nbest, dim=1).values
+                n_ended = n_ended + ended.sum(dim=1)
             # the K best candidates that do not end here go on (each beam adds at most one EOS, so
             # at least K of the 2K are not EOS); EOS candidates are pushed to the back of the ranking
-            keep = (rank[: top_tok.size(1)] + is_eos * (2 * k)).topk(k, dim=1, largest=False).indices  # (A, K)
+            keep = (rank + is_eos * (2 * k)).topk(k, dim=1, largest=False).indices  # (A, K)
             scores = top_scores.gather(1, keep)  # (A, K)
             rows = top_rows.gather(1, keep)  # (A, K)
             prev = top_tok.gather(1, keep)  # (A, K)
             # Done when no live beam can beat the nbest-th ended score (see the docstring's bound),
-            # or at the length limit, where every beam has just been forced to end.
-            limits = live.limits.view(n_sent, k)[:, 0]  # (A,)
+            # or at the length limit, where every beam has just been forced to end; with `patience`,
+            # also once k * patience hypotheses have ended.
+            limits = live.limits.view(n_sent, width)[:, 0]  # (A,)
             reachable = scores.max(dim=1).values / lp(limits + 1)  # (A,)
             nth = ended_best[:, -1]  # (A,)
-            done = (torch.isfinite(nth) & (nth >= reachable)) | (limits <= t)  # (A,)
+            done = (torch.isfinite(nth) & (nth >= reachable)) | (limits <= t) | (n_ended >= enough)  # (A,)
             t += 1
-            memory_rows = None
+            memory_rows = rows.view(-1) if width != k else None  # memory rows follow the beams' sentences
             if done.any():
                 if done.all():
                     break
                 stay = (~done).nonzero().squeeze(1)  # (A',)
-                active, ended_best, scores, rows, prev = (
-                    x.index_select(0, stay) for x in (active, ended_best, scores, rows, prev))
-                memory_rows = (stay.unsqueeze(1) * k + beam_offsets).view(-1)  # (A'*K,)
+                active, ended_best, n_ended, scores, rows, prev = (
+                    x.index_select(0, stay) for x in (active, ended_best, n_ended, scores, rows, prev))
+                memory_rows = rows.view(-1)  # (A'*K,)
+                first_limit = int(limits.index_select(0, stay).min())
             prev = prev.view(-1)  # (A'*K,)
             live = live.select(rows.view(-1), memory_rows)
             live = replace(live, prefixes=live.prefixes.add_tokens(prev))
@@ -493,12 +519,12 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
 
 def decode(model, src: Tensor, *, beam_size: int = 1, nbest: int = 1, length_penalty: float = 1.0,
            sampling: Optional[dict] = None, generator: Optional[torch.Generator] = None,
-           **limits) -> list[list[Hypothesis]]:
+           patience: Optional[float] = None, **limits) -> list[list[Hypothesis]]:
     """The one decoding entry point (`Translator`, the autoencoder tools): sampling when `sampling` holds
     `sample_search` keywords (top_k / top_p / temperature), else greedy for `beam_size` 1, else beam.
 
     Args:
-        model, src: see `beam_search`.
+        model, src, patience: see `beam_search` (patience: beam search only).
         limits: max_len_a, max_len_b, min_len, max_len_cap (see `max_lengths`).
 
     Returns:
@@ -508,4 +534,5 @@ def decode(model, src: Tensor, *, beam_size: int = 1, nbest: int = 1, length_pen
         return sample_search(model, src, nbest=nbest, generator=generator, **sampling, **limits)
     if beam_size == 1:
         return greedy_search(model, src, **limits)
-    return beam_search(model, src, beam_size=beam_size, nbest=nbest, length_penalty=length_penalty, **limits)
+    return beam_search(model, src, beam_size=beam_size, nbest=nbest, length_penalty=length_penalty,
+                       patience=patience, **limits)

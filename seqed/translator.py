@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pad_sequence
 from seqed import precision as prec
 from seqed.alignment import attention_enabled, hard_alignment, reading_order
 from seqed.decoding import SearchSettings, TextOutput, parse_sampling
+from seqed.quantize import quantize
 from seqed.search import Hypothesis, decode
 from seqed.vocab import EOS_ID, PAD_ID
 
@@ -46,6 +47,10 @@ class Translator(TextOutput):
             resolved choice.
         seed: seed of the sampling generator (with `settings.sampling` only): the same seed, inputs and
             batch_size give the same samples from one Translator's first sampling call on; None draws one.
+        quantization: None, or "int8": search runs a copy of the model with int8 Linear layers
+            (`seqed.quantize`; CPU; precision "auto" or "fp32", which it then is).
+        patience: beam search only: None stops exactly; P > 0 also stops a sentence once
+            beam x P hypotheses have ended (`seqed.search.beam_search`).
         search: `SearchSettings` fields overriding `settings` (``beam_size`` is read as ``beam``), e.g.
             ``Translator(model, tok, beam=1, nbest=1)``. With ``alignment=True`` (the attention
             bookkeeping costs, so it is off by default), a decoder without attention raises ValueError at
@@ -53,13 +58,19 @@ class Translator(TextOutput):
     """
 
     def __init__(self, model, tokenizer, settings: Optional[SearchSettings] = None, *, device="cpu",
-                 precision: str = "auto", progress: bool = False, seed: Optional[int] = None, **search):
+                 precision: str = "auto", progress: bool = False, seed: Optional[int] = None,
+                 quantization: Optional[str] = None, patience: Optional[float] = None, **search):
         settings = (settings or SearchSettings()).replace(**search)
         if settings.sampling is None and seed is not None:
             raise ValueError("Translator: temperature and seed apply to sampling only; give sampling='topk=K' "
                              "or 'topp=P'")
         if precision not in prec.CHOICES:
             raise ValueError(f"Translator: precision must be one of {', '.join(prec.CHOICES)}, got {precision!r}")
+        if quantization is not None:
+            if precision not in ("auto", "fp32"):
+                raise ValueError(f"Translator: quantization {quantization!r} runs in fp32, got precision "
+                                 f"{precision!r}")
+            precision = "fp32"  # int8 Linear layers take and give fp32
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("Translator: fp16 needs a CUDA device; use bf16 (or fp32) on the CPU")
@@ -72,7 +83,10 @@ class Translator(TextOutput):
                 # copy once (the caller's model stays as it is). Autocast still runs the ops it keeps in
                 # fp32 (layer norm, softmax) in fp32; search normalises scores in fp32.
                 model = copy.deepcopy(model).to(prec.DTYPES[precision])
+            if quantization is not None:
+                model = quantize(model, quantization)
         self.model = model
+        self.patience = patience
         self.tokenizer = tokenizer
         self.settings = settings.replace(max_src_len=settings.max_src_len or DEFAULT_MAX_SRC_LEN,
                                          max_len_cap=settings.max_len_cap or DEFAULT_MAX_LEN_CAP)
@@ -113,7 +127,7 @@ class Translator(TextOutput):
             results = decode(self.model, src, beam_size=settings.beam, nbest=settings.nbest,
                              length_penalty=settings.length_penalty, sampling=sampling, generator=generator,
                              max_len_a=settings.max_len_a, max_len_b=settings.max_len_b, min_len=settings.min_len,
-                             max_len_cap=settings.max_len_cap)
+                             max_len_cap=settings.max_len_cap, patience=self.patience)
         if settings.alignment:
             self._align(results, (src != PAD_ID).sum(dim=1).tolist())
         return results

@@ -86,7 +86,7 @@ def test_data_dir_honours_seqed_data(tmp_path, monkeypatch):
 def test_readme_has_a_section_per_script():
     text = (BENCH / "README.md").read_text(encoding="utf-8")
     for section in ("train_throughput", "decode_throughput", "compare_opennmt", "micro_cpu", "gpu", "data_scale",
-                    "ensemble", "export_ctranslate2", "serve"):
+                    "ensemble", "export_ctranslate2", "serve", "cpu_decode"):
         assert f"<!-- BEGIN {section} -->" in text and f"<!-- END {section} -->" in text
 
 

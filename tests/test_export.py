@@ -222,19 +222,27 @@ def test_existing_directory_missing_install_and_not_an_export(tmp_path, monkeypa
         CTranslate2Translator(tmp_path / "out")
 
 
-def test_benchmark_runs_every_engine(trained, tmp_path):
+def _benchmark(name, trained, tmp_path):
+    """The benchmark script module `name`, and a source and reference file of 8 validation sentences."""
+    import importlib
     from pathlib import Path
 
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
     sys.path.insert(0, str(bench))
     try:
-        import export_ctranslate2 as benchmark
+        module = importlib.import_module(name)
     finally:
         sys.path.remove(str(bench))
-    ckpt, _, sources = trained
+    _, _, sources = trained
     src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
     src.write_text("\n".join(sources[:8]) + "\n")
     ref.write_text("\n".join(" ".join(reversed(s.split())) for s in sources[:8]) + "\n")
+    return module, src, ref
+
+
+def test_benchmark_runs_every_engine(trained, tmp_path):
+    benchmark, src, ref = _benchmark("export_ctranslate2", trained, tmp_path)
+    ckpt = trained[0]
     out = tmp_path / "bench.json"
     assert benchmark.main(["-c", str(ckpt), "--src", str(src), "--ref", str(ref), "--bf16-limit", "3",
                            "--warmup", "2", "--threads", "1", "--out", str(out), "--no-readme"]) == 0
@@ -288,10 +296,38 @@ def test_cli_export_and_translate_with_ctranslate2(trained, tmp_path):
 
     refused = seqed("export", "--format", "ctranslate2", "-c", run, "-o", out_dir)
     assert refused.returncode == 2 and "already exists" in refused.stderr and "Traceback" not in refused.stderr
-    refused = seqed("translate", "-c", run, "--quantization", "int8", "-i", src)
-    assert refused.returncode == 2 and "--quantization needs --engine ctranslate2" in refused.stderr
+    int8 = seqed("translate", "-c", run, "--device", "cpu", "--quantization", "int8", "-i", src)  # seqed's own int8
+    assert int8.returncode == 0 and len(int8.stdout.splitlines()) == 8, int8.stderr
+    refused = seqed("translate", "-c", run, "--quantization", "int16", "-i", src)
+    assert refused.returncode == 2 and "--quantization int16 needs --engine ctranslate2" in refused.stderr
     rnn = _random_checkpoint(tmp_path / "rnn.pt", [RNN_ENCODER, RNN_DECODER])
     refused = seqed("export", "--format", "ctranslate2", "-c", rnn, "-o", tmp_path / "rnn_ct2")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("seqed: error: ")
     assert "cannot export the encoder, a RNNEncoder" in refused.stderr
+
+
+@pytest.mark.slow  # times every engine and starts `seqed translate` in a subprocess
+def test_cpu_decode_benchmark_runs_tiny(trained, tmp_path):
+    """benchmarks/cpu_decode.py end to end on the tiny model: every engine, search work, targets,
+    settings and start-up recorded."""
+    cpu_decode, src, ref = _benchmark("cpu_decode", trained, tmp_path)
+    ckpt = trained[0]
+    out = tmp_path / "cpu.json"
+    files = ["--src", str(src), "--ref", str(ref), "--val-src", str(src), "--val-ref", str(ref)]
+    assert cpu_decode.main(["--model", str(ckpt), *files, "--limit", "6", "--rounds", "2", "--warmup", "2",
+                            "--threads", "1", "--startup-runs", "1", "--out", str(out), "--no-readme"]) == 0
+    result = json.loads(out.read_text())
+    engines = result["engines"]
+    assert {"seqed_fp32", "seqed_int8", "ctranslate2_int8", "ctranslate2_fp32"} <= set(engines)
+    assert all(r["sentences"] == 6 and len(r["round_seconds"]) == 2 and 0 <= r["bleu"] <= 100
+               and r["seconds"] == pytest.approx(min(r["round_seconds"]), abs=2e-3)  # the best round
+               for r in engines.values())
+    seqed_fp32 = engines["seqed_fp32"]
+    assert seqed_fp32["decoder_steps"] > 0 and 1 <= seqed_fp32["rows_per_step"] <= 5 * 6
+    assert "decoder_steps" not in engines["ctranslate2_int8"]  # not observable inside CTranslate2
+    assert "fp32_only" in result["targets"] and "nrefs:1" in seqed_fp32["bleu_signature"]
+    assert [(r["batch_size"], r["patience"]) for r in result["settings"]] == [
+        (64, None), (128, None), (256, None), (64, 1.0), (64, 2.0)]
+    assert result["startup"]["best_seconds"] > 0 and result["config"]["load_seconds"] >= 0
+    assert "| seqed_int8 |" in cpu_decode.table(result)

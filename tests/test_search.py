@@ -126,7 +126,9 @@ def test_beam2_finds_better_than_greedy_and_shrinks_the_batch():
     beam, sizes = run(beam_search, src, beam_size=2, nbest=2, length_penalty=0.0)
     check(beam, [[([5], .27), ([4, 4], .12)],
                  [([5, 4, 7], .0756), ([4, 4, 7], .066)]])  # 20: EOS forced at its limit, 3
-    assert sizes == [4, 4, 4, 2]  # sentence 10 is done after step 2 (two ended), its rows dropped
+    # the first step runs one row per sentence (the beams start identical); sentence 10 is done after
+    # step 2 (two ended), its rows dropped
+    assert sizes == [2, 4, 4, 2]
 
 
 def test_beam3_nbest_and_length_penalty():
@@ -135,7 +137,7 @@ def test_beam3_nbest_and_length_penalty():
     check(beam, [[([5], .27), ([4, 4], .12), ([4, 6], .105)],
                  [([5, 4, 7], .0756), ([4, 4, 7], .066), ([4, 5, 7], .0528)]], alpha=1.0)
     # sentence 10 stays until step 4: a live beam could still beat [4, 6] (.105) under alpha = 1
-    assert sizes == [6, 6, 6, 6, 3]
+    assert sizes == [2, 6, 6, 6, 3]
     top1, _ = run(beam_search, src, beam_size=3, nbest=1, length_penalty=1.0)
     assert top1 == [hyps[:1] for hyps in beam]
 
@@ -180,7 +182,7 @@ def test_results_come_back_in_input_order():
     forward, _ = run(beam_search, scripted_src((10, 5), (20, 3)), beam_size=2, nbest=2, length_penalty=1.0)
     backward, sizes = run(beam_search, scripted_src((20, 3), (10, 5)), beam_size=2, nbest=2, length_penalty=1.0)
     assert backward == forward[::-1]
-    assert sizes == [4, 4, 4, 4]  # sentence 10 (limit 5) now stays as long as sentence 20 (limit 3)
+    assert sizes == [2, 4, 4, 4]  # sentence 10 (limit 5) now stays as long as sentence 20 (limit 3)
     g_forward, _ = run(greedy_search, scripted_src((10, 5), (20, 3), (10, 4)))
     g_backward, _ = run(greedy_search, scripted_src((10, 4), (20, 3), (10, 5)))
     assert g_backward == g_forward[::-1]
@@ -458,6 +460,19 @@ def test_length_penalty_longer_hypothesis_wins_where_the_old_rule_stopped():
 def test_peaked_search_is_not_stopped_by_early_endings_under_a_length_penalty():
     beam, _ = run(beam_search, scripted_src((30, 6)), beam_size=2, nbest=2, length_penalty=1.0)
     assert beam[0][0][0] == [4, 4, 4]
+
+
+def test_patience_stops_after_k_times_patience_endings():
+    """The optional patience stop ends sentence 30 once 2 x 1 hypotheses ([] and [4]) have ended, before
+    the best [4, 4, 4] is found; patience 2 waits for four endings and finds it; exact stopping is the
+    default (None)."""
+    src = scripted_src((30, 6))
+    early, sizes = run(beam_search, src, beam_size=2, nbest=2, length_penalty=1.0, patience=1.0)
+    assert [h[0] for h in early[0]] == [[4], []] and len(sizes) == 2
+    late, _ = run(beam_search, src, beam_size=2, nbest=2, length_penalty=1.0, patience=2.0)
+    assert late[0][0][0] == [4, 4, 4]
+    with pytest.raises(ValueError, match="patience must be > 0"):
+        run(beam_search, src, beam_size=2, patience=0.0)
 
 
 def exhaustive_best(sentence, limit, alpha):

@@ -55,6 +55,7 @@ def load_translator(args: argparse.Namespace, progress: bool):
     read when present.
     """
     from seqed.loading import load_translator as load
+    from seqed.quantize import QUANTIZATIONS as SEQED_QUANTIZATIONS
 
     search = dict(beam=args.beam, nbest=args.nbest, length_penalty=args.length_penalty, max_len_a=args.max_len_a,
                   max_len_b=args.max_len_b, min_len=args.min_len, batch_size=args.batch_size)
@@ -65,8 +66,10 @@ def load_translator(args: argparse.Namespace, progress: bool):
         search.update(sampling=args.sampling, temperature=args.temperature, alignment=args.print_alignment or None)
         seed = args.seed
     engine = getattr(args, "engine", "seqed")
-    if engine == "seqed" and getattr(args, "quantization", None) is not None:
-        raise ValueError("--quantization needs --engine ctranslate2; for seqed's own engine use --precision")
+    quantization = getattr(args, "quantization", None)
+    if engine == "seqed" and quantization not in (None, *SEQED_QUANTIZATIONS):
+        raise ValueError(f"--quantization {quantization} needs --engine ctranslate2; seqed's own engine takes "
+                         f"{', '.join(SEQED_QUANTIZATIONS)} (or --precision bf16)")
     if engine == "ctranslate2":
         if args.precision not in ("auto", "fp32"):
             raise ValueError(f"--precision {args.precision} is for --engine seqed; with --engine ctranslate2 use "

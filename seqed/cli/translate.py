@@ -38,8 +38,9 @@ def register(sub) -> None:
                         "'seqed[ctranslate2]'")
     g.add_argument("--quantization", default=None, choices=QUANTIZATIONS, metavar="TYPE",
                    help="--engine ctranslate2: compute type, one of " + ", ".join(QUANTIZATIONS) +
-                        " (default: as exported, float32); the device must support it (benchmarks/README.md "
-                        "compares float32 and int8 with seqed)")
+                        " (default: as exported, float32); the device must support it. seqed's engine: int8 "
+                        "(CPU: Linear layers with int8 weights, activations quantized per batch; "
+                        "benchmarks/README.md compares both engines)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("score", help="BLEU and chrF with sacreBLEU (signatures printed)",

@@ -1,0 +1,332 @@
+"""seqed's own decoder against CTranslate2 on the CPU (issue 28): speed at equal BLEU, in one process.
+
+Engines, all with beam 5 and the checkpoint's search settings (GNMT length penalty, max length):
+seqed fp32, seqed bf16 (only where the CPU has native bf16: AVX512-BF16 or AMX), seqed int8
+(`Translator(quantization="int8")`, i.e. `seqed translate --quantization int8`), and the checkpoint
+exported with `seqed.export` and run by `seqed translate --engine ctranslate2`'s translator with
+compute types int8 and float32. Every engine is loaded and warmed up first, then each translates the
+whole test file (text to text) once per round, `--rounds` rounds in alternating order (forward,
+backward, ...); the best round counts. Reported per engine: sentences/s, output tokens/s, sacreBLEU
+(with signature) and, for seqed's engines, the decoder steps and the live beam rows per step
+(counted in a separate, untimed pass), so search work and per-step cost are seen apart.
+
+Also measured:
+* start-up: wall time of `seqed translate -c MODEL -i ONE_LINE_FILE` in a fresh process (best of
+  `--startup-runs`), the in-process load time of the checkpoint, and `python -X importtime` of the
+  CLI (the slowest top-level imports);
+* settings (item 4 of issue 28) on the validation file with the fastest seqed engine: the batch
+  size (64, 128, 256 sentences) and the optional patience stop (1, 2), one timed pass each (steps
+  counted in it), BLEU against the exact search at batch 64;
+* the targets: seqed's fastest setting whose BLEU is within 0.3 of seqed fp32, against CTranslate2
+  int8 (>= 1.3x on a CPU with native bf16), and the same without bf16 (the "fp32-only CPU" case,
+  emulated here by leaving bf16 out: this machine is not an AVX2-only CPU), with a short operator
+  profile of that engine when it falls short.
+
+    python benchmarks/cpu_decode.py --model /work/runs/m30k_transformer --threads 2
+
+`--limit N` uses the first N sentences of both files (tests); `--no-readme` leaves the README alone.
+Writes benchmarks/results/cpu_decode.json and the table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import benchlib
+from benchlib import BenchError
+from export_ctranslate2 import make_translator, summarize, timed
+
+SECTION = "cpu_decode"
+ENGINES = ("seqed_fp32", "seqed_bf16", "seqed_int8", "ctranslate2_int8", "ctranslate2_fp32")
+BATCH_SIZES = (64, 128, 256)
+PATIENCES = (1.0, 2.0)
+BLEU_TOLERANCE = 0.3
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def cpu_flags() -> list[str]:
+    """The vector-extension flags of this CPU that decide the fast paths (from /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [f for f in FLAGS if f in present]
+    except OSError:
+        pass
+    return []
+
+
+def native_bf16(flags: list[str]) -> bool:
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@contextlib.contextmanager
+def counted_steps(translator):
+    """Within the block, the live rows of every decoder step of a seqed translator are appended to the
+    yielded list (one append per step: no measurable cost)."""
+    decoder = translator.model.decoder
+    rows: list[int] = []
+    step = decoder.step
+
+    def counting(tokens, memory, state):
+        rows.append(tokens.size(0))
+        return step(tokens, memory, state)
+
+    decoder.step = counting  # an instance attribute shadows the method within the block only
+    try:
+        yield rows
+    finally:
+        del decoder.step
+
+
+def work(rows: list[int]) -> dict:
+    """Decoder steps and live rows per step from `counted_steps`' list."""
+    return {"decoder_steps": len(rows), "rows_per_step": round(sum(rows) / max(len(rows), 1), 1),
+            "row_steps": sum(rows)}
+
+
+def search_work(translator, sentences: list[str]) -> dict:
+    """Decoder steps and live rows per step of one (untimed) pass of a seqed translator."""
+    with counted_steps(translator) as rows:
+        translator.translate(sentences)
+    return work(rows)
+
+
+def profile_top(translator, sentences: list[str], n: int = 10) -> list[dict]:
+    """The `n` operators with the most self CPU time while `translator` translates `sentences`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        translator.translate(sentences)
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:n]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) or 1
+    return [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1e3, 1), "calls": e.count,
+             "share": round(e.self_cpu_time_total / total, 3)} for e in ops]
+
+
+def startup(model: str, threads: int, runs: int, work: str) -> dict:
+    """Fresh-process `seqed translate` on one line (best of `runs`), and the CLI's slowest imports."""
+    line = os.path.join(work, "one_line.txt")
+    with open(line, "w", encoding="utf-8") as f:
+        f.write("A man is riding a bicycle.\n")
+    env = benchlib.thread_env(threads)
+    argv = [sys.executable, "-m", "seqed", "translate", "-c", model, "-i", line, "--device", "cpu"]
+    walls = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        walls.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise BenchError(f"seqed translate failed: {proc.stderr.strip()[-500:]}")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import seqed.cli.main"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    imports = []
+    for row in proc.stderr.splitlines():
+        parts = row.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            name = parts[2].rstrip()
+            depth = (len(name) - len(name.lstrip())) // 2
+            imports.append((name.strip(), int(parts[1]), depth))
+    top = sorted((i for i in imports if i[2] <= 1), key=lambda i: -i[1])[:8]
+    total = next((us for name, us, _ in imports if name == "seqed.cli.main"), None)
+    return {"translate_one_line_seconds": [round(w, 2) for w in walls], "best_seconds": round(min(walls), 2),
+            "import_cli_seconds": None if total is None else round(total / 1e6, 2),
+            "slowest_imports": [{"module": name, "seconds": round(us / 1e6, 3)} for name, us, _ in top]}
+
+
+def settings(loaded, engine: str, ct2_dir: str, sentences: list[str], refs: list[str], *, beam: int, alpha: float,
+             threads: int) -> list[dict]:
+    """Batch sizes and patience stops of one seqed engine on the validation file, one timed pass each."""
+    rows = []
+    for batch_size, patience in [(b, None) for b in BATCH_SIZES] + [(BATCH_SIZES[0], p) for p in PATIENCES]:
+        tr = make_translator(engine, loaded, ct2_dir, beam=beam, length_penalty=alpha, batch_size=batch_size,
+                             threads=threads, patience=patience)
+        tr.translate(sentences[:16])  # warm-up
+        print(f"[{SECTION}] settings: {engine} batch {batch_size} patience {patience} ...", file=sys.stderr, flush=True)
+        with counted_steps(tr) as steps:
+            took, hyps, texts = timed(tr, sentences)
+        r = summarize(hyps, texts, [took], refs)
+        r.pop("output")
+        rows.append({"engine": engine, "batch_size": batch_size, "patience": patience, **r, **work(steps)})
+    exact = rows[0]["bleu"]
+    for r in rows:
+        r["bleu_vs_exact_batch64"] = round(r["bleu"] - exact, 2)
+    return rows
+
+
+def targets(engines: dict, flags: list[str], profile) -> dict:
+    """The issue's targets from the engine rows (see the module docstring)."""
+    ct2 = engines.get("ctranslate2_int8")
+    fp32 = engines.get("seqed_fp32")
+    if ct2 is None or fp32 is None:
+        return {}
+
+    def best(names):
+        ok = [n for n in names if n in engines and abs(engines[n]["bleu"] - fp32["bleu"]) <= BLEU_TOLERANCE]
+        return max(ok, key=lambda n: engines[n]["sentences_per_s"]) if ok else None
+
+    out = {}
+    for case, names, goal in (("native_bf16", ("seqed_fp32", "seqed_bf16", "seqed_int8"), 1.3),
+                              ("fp32_only", ("seqed_fp32", "seqed_int8"), 1.0)):
+        if case == "native_bf16" and not native_bf16(flags):
+            continue
+        name = best(names)
+        if name is None:
+            continue
+        ratio = engines[name]["sentences_per_s"] / ct2["sentences_per_s"]
+        out[case] = {"engine": name, "speed_vs_ctranslate2_int8": round(ratio, 3), "goal": goal,
+                     "bleu": engines[name]["bleu"],
+                     "bleu_minus_ctranslate2_int8": round(engines[name]["bleu"] - ct2["bleu"], 2),
+                     "met": ratio >= goal and abs(engines[name]["bleu"] - ct2["bleu"]) <= BLEU_TOLERANCE}
+        if case == "fp32_only":
+            out[case]["note"] = ("emulated: this CPU has " + ", ".join(flags) + "; an AVX2-only CPU has neither "
+                                 "native bf16 nor AVX512-VNNI int8, so its figures will differ")
+            if not out[case]["met"] and profile is not None:
+                out[case]["profile"] = profile(name)
+    return out
+
+
+def portable_model(payload: dict, model: str) -> dict:
+    """`payload` with the model path relative to the repository where `benchlib.portable_paths` leaves it
+    absolute (a run directory outside the repository, the data and the home directory, e.g. /work/runs/x)."""
+    path = os.path.abspath(model)
+    if benchlib.portable_paths(path) != path:
+        return payload
+    return json.loads(json.dumps(payload).replace(json.dumps(path)[1:-1], os.path.relpath(path, benchlib.REPO)))
+
+
+def table(payload: dict) -> str:
+    cfg, engines = payload["config"], payload["engines"]
+    ct2 = engines.get("ctranslate2_int8", {}).get("sentences_per_s")
+    rows = [[name, r["sentences_per_s"], r["output_tokens_per_s"], f"{r['sentences_per_s'] / ct2:.2f}x" if ct2 else "",
+             r["bleu"], r.get("decoder_steps", ""), r.get("rows_per_step", "")] for name, r in engines.items()]
+    text = (f"Checkpoint `{cfg['model']}` (step {cfg['step']}), `{cfg['src']}` ({cfg['sentences']} sentences), beam "
+            f"{cfg['beam']}, length penalty {cfg['length_penalty']}, batch {cfg['batch_size']}, "
+            f"{cfg['threads']} threads, "
+            f"best of {cfg['rounds']} rounds; CPU flags {', '.join(cfg['cpu_flags'])}. "
+            f"{benchlib.env_line(payload['environment'])}.\n\n")
+    text += benchlib.md_table(["engine", "sent/s", "out tok/s", "vs CTranslate2 int8", "BLEU", "decoder steps",
+                               "rows per step"], rows)
+    for case, t in payload.get("targets", {}).items():
+        text += (f"\n\nTarget ({case}): {t['engine']} at {t['speed_vs_ctranslate2_int8']:.2f}x CTranslate2 int8 "
+                 f"(goal {t['goal']}x), BLEU {t['bleu_minus_ctranslate2_int8']:+.2f} against it: "
+                 f"{'met' if t['met'] else 'not met'}.")
+    if payload.get("settings"):
+        text += "\n\nSettings on the validation file (one pass each):\n\n" + benchlib.md_table(
+            ["engine", "batch", "patience", "sent/s", "BLEU", "vs exact batch 64", "rows per step"],
+            [[r["engine"], r["batch_size"], r["patience"] or "exact", r["sentences_per_s"], r["bleu"],
+              f"{r['bleu_vs_exact_batch64']:+.2f}", r["rows_per_step"]] for r in payload["settings"]])
+    s = payload.get("startup")
+    if s:
+        text += (f"\n\n`seqed translate` on one line in a fresh process: {s['best_seconds']:.2f} s (best of "
+                 f"{len(s['translate_one_line_seconds'])}), of which importing the CLI {s['import_cli_seconds']} s "
+                 f"and loading the checkpoint {payload['config']['load_seconds']} s.")
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", "-c", required=True, help="checkpoint file or run directory")
+    benchlib.add_test_set_args(p)
+    p.add_argument("--val-src", default=None, help="settings file (default $SEQED_DATA/multi30k/val.en)")
+    p.add_argument("--val-ref", default=None, help="its reference (default $SEQED_DATA/multi30k/val.fr)")
+    p.add_argument("--engines", nargs="+", default=None, choices=ENGINES,
+                   help="default: all (seqed_bf16 only on a CPU with native bf16)")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
+    p.add_argument("--limit", type=int, default=0, help="first N sentences of the test and validation files (0 = all)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per engine, alternating order; best counts")
+    p.add_argument("--warmup", type=int, default=16, help="untimed sentences translated first by each engine")
+    p.add_argument("--threads", type=int, default=2, help="torch and CTranslate2 threads (default 2)")
+    p.add_argument("--startup-runs", type=int, default=3, help="fresh `seqed translate` processes timed (0: skip)")
+    p.add_argument("--no-settings", action="store_true", help="skip the batch size / patience measurements")
+    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    args = p.parse_args(argv)
+    try:
+        from seqed.checkpoint import CheckpointError
+        from seqed.export import ExportError, export_ctranslate2, require_ctranslate2
+        from seqed.loading import load_model
+
+        if args.threads < 1 or args.rounds < 1:
+            raise BenchError(f"--threads and --rounds must be positive, got {args.threads} and {args.rounds}")
+        benchlib.set_threads(args.threads)
+        ct2 = require_ctranslate2()
+        flags = cpu_flags()
+        names = list(args.engines or [e for e in ENGINES if e != "seqed_bf16" or native_bf16(flags)])
+        sentences, refs = benchlib.test_set(args)
+        start = time.perf_counter()
+        try:
+            loaded = load_model(args.model, device="cpu")
+        except CheckpointError as err:
+            raise BenchError(str(err)) from None
+        load_seconds = time.perf_counter() - start
+        s = loaded.config.search
+        benchlib.WORK.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=benchlib.WORK, prefix="cpu_decode_") as work:
+            ct2_dir = os.path.join(work, "ct2")
+            try:
+                export_ctranslate2(args.model, ct2_dir)
+            except ExportError as err:
+                raise BenchError(str(err)) from None
+            common = dict(beam=args.beam, length_penalty=s.length_penalty, batch_size=s.batch_size,
+                          threads=args.threads)
+            translators = {e: make_translator(e, loaded, ct2_dir, **common) for e in names}
+            for e in names:
+                translators[e].translate(sentences[:args.warmup])
+            seconds, out = {e: [] for e in names}, {}
+            for r in range(args.rounds):
+                for e in names if r % 2 == 0 else names[::-1]:
+                    took, *result = timed(translators[e], sentences)
+                    seconds[e].append(took)
+                    out.setdefault(e, result)
+                    print(f"[{SECTION}] round {r + 1}/{args.rounds} {e}: {len(sentences) / took:.1f} sent/s",
+                          file=sys.stderr, flush=True)
+            engines = {}
+            for e in names:
+                engines[e] = summarize(*out[e], [min(seconds[e])], refs)  # the best round
+                engines[e]["round_seconds"] = [round(x, 3) for x in seconds[e]]
+                engines[e].pop("output")
+                if e.startswith("seqed_"):
+                    engines[e].update(search_work(translators[e], sentences))
+            first = sentences[: s.batch_size]
+            result_targets = targets(engines, flags, lambda e: profile_top(translators[e], first))
+            rows = []
+            if not args.no_settings and any(e.startswith("seqed_") for e in engines):
+                val_args = argparse.Namespace(src=args.val_src, ref=args.val_ref, limit=args.limit)
+                if val_args.src is None or val_args.ref is None:
+                    m30k = benchlib.data_dir() / "multi30k"
+                    val_args.src = val_args.src or str(m30k / "val.en")
+                    val_args.ref = val_args.ref or str(m30k / "val.fr")
+                val, val_refs = benchlib.test_set(val_args)
+                fastest = max((e for e in engines if e.startswith("seqed_")),
+                              key=lambda e: engines[e]["sentences_per_s"])
+                rows = settings(loaded, fastest, ct2_dir, val, val_refs, beam=args.beam, alpha=s.length_penalty,
+                                threads=args.threads)
+                args.val_src, args.val_ref = val_args.src, val_args.ref
+            boot = startup(args.model, args.threads, args.startup_runs, work) if args.startup_runs else None
+        payload = {"benchmark": SECTION,
+                   "config": {"model": args.model, "step": loaded.step, "src": args.src, "ref": args.ref,
+                              "val_src": args.val_src, "val_ref": args.val_ref, "sentences": len(sentences),
+                              "beam": args.beam, "length_penalty": s.length_penalty, "max_len_a": s.max_len_a,
+                              "max_len_b": s.max_len_b, "batch_size": s.batch_size, "threads": args.threads,
+                              "rounds": args.rounds, "warmup_sentences": args.warmup,
+                              "load_seconds": round(load_seconds, 2), "cpu_flags": flags,
+                              "ctranslate2_version": ct2.__version__},
+                   "environment": benchlib.environment(args.threads), "engines": engines,
+                   "targets": result_targets, "settings": rows, "startup": boot}
+        payload = portable_model(payload, args.model)
+        return benchlib.publish(SECTION, SECTION, args.out, payload, table(payload), readme=not args.no_readme)
+    except (BenchError, FileNotFoundError, ValueError) as err:
+        return benchlib.fail(SECTION, err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
