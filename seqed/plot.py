@@ -168,8 +168,10 @@ def attention_of(model, tokenizer, sentence: str, *, device="cpu", max_src_len: 
     ids = tokenizer.encode_src([sentence])[0][: max_src_len - 1]
     if not ids:
         raise ValueError("the sentence to translate is empty: give a source sentence")
+    # fp32: the Translator decodes the model itself (a lower precision decodes a cast copy, which
+    # `attention_enabled(model)` would not reach), and the weights drawn are the model's own
     translator = Translator(model, tokenizer, device=device, beam_size=1, max_src_len=max_src_len,
-                            max_len_a=max_len_a, max_len_b=max_len_b)
+                            max_len_a=max_len_a, max_len_b=max_len_b, precision="fp32")
     with attention_enabled(model):
         hyp = translator.translate_ids([ids])[0][0]
     if hyp.attn is None:

@@ -58,6 +58,7 @@ class Run:
     cfg: Config
     dist: Dist
     device: torch.device
+    precision: str               # the resolved train.precision (`seqed.precision.resolve`)
     out: Path
     data: Prepared
     tokenizer: Tokenizer
@@ -162,8 +163,9 @@ def build_run(cfg: Config, dist: Dist, *, resume: bool = False, progress: bool =
                     label_smoothing=t.label_smoothing,
                     kl_weight=partial(kl_weight, kind=t.kl_anneal, steps=t.kl_anneal_steps, cycles=t.kl_cycles),
                     word_dropout=t.word_dropout, loss_on=t.loss_on, max_tokens=t.max_tokens, skip_oom=t.skip_oom)
-    return Run(cfg=cfg, dist=dist, device=device, out=out, data=data, tokenizer=tokenizer, runlog=runlog,
-               model=model, net=net, optimizer=optimizer, schedule=schedule, scaler=scaler, sampler=sampler,
+    return Run(cfg=cfg, dist=dist, device=device, precision=precision, out=out, data=data, tokenizer=tokenizer,
+               runlog=runlog, model=model, net=net, optimizer=optimizer, schedule=schedule, scaler=scaler,
+               sampler=sampler,
                validator=Validator(cfg, data, tokenizer, device, precision=precision), update=update, state=state,
                budget=Budget(max_steps=t.max_steps, max_epochs=t.max_epochs, max_minutes=t.max_minutes))
 
@@ -415,7 +417,8 @@ class Trainer:
             result = self.validator(self.model, st, autocast=self.update.autocast, final=final)
             if st.tokens_since_validation:
                 result["train_loss"] = st.loss_since_validation / st.tokens_since_validation  # per target token
-            result.update(epoch=st.epoch, lr=lr, precision=self.update.precision, train_seconds=round(st.train_seconds, 2),
+            result.update(epoch=st.epoch, lr=lr, precision=self.precision,
+                          train_seconds=round(st.train_seconds, 2),
                           valid_seconds=round(time.perf_counter() - tick, 2), skipped_steps=st.skipped_steps)
             if st.oom_skipped:
                 result["oom_skipped"] = st.oom_skipped
