@@ -91,9 +91,9 @@ def test_every_command_module_registers_its_commands():
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     assert {m.__name__.rsplit(".", 1)[1] for m in COMMAND_MODULES} == {
-        "train", "translate", "checkpoints", "export", "autoencoder", "prepare", "preprocess", "plot"}
+        "train", "translate", "checkpoints", "export", "autoencoder", "prepare", "preprocess", "plot", "serve"}
     assert {"train", "translate", "score", "average", "encode", "reconstruct", "sample", "interpolate",
-            "evaluate", "prepare", "preprocess", "plot", "export"} <= set(sub.choices)
+            "evaluate", "prepare", "preprocess", "plot", "export", "serve"} <= set(sub.choices)
 
 
 def test_every_option_of_every_command_has_help():
