@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqed.data import Batch, FilterReport, ParallelData, TokenBatchSampler, collate, filter_pairs
+from seqed.data import Batch, ParallelData, TokenBatchSampler, collate, filter_pairs
 from seqed.data.corpus import load_hf, read_lines, read_monolingual, read_parallel, read_tsv
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
 
