@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from seqed.alignment import source_reversed
 from seqed.layers import reverse_padded
-from seqed.memory import Memory
+from seqed.memory import Memory, select_beams
 from seqed.vocab import PAD_ID
 
 
@@ -72,6 +72,11 @@ class EnsembleState:
         """Rows `idx` (N,) of every member's state."""
         return EnsembleState([s.index_select(idx) for s in self.members],
                              None if self.attn is None else self.attn.index_select(0, idx))
+
+    def select_beams(self, rows: Tensor, kept: Optional[Tensor], width: int) -> "EnsembleState":
+        """Beam search's selection (`seqed.memory.select_beams`) of every member's state."""
+        return EnsembleState([select_beams(s, rows, kept, width) for s in self.members],
+                             None if self.attn is None else self.attn.index_select(0, rows))
 
 
 class EnsembleDecoder(nn.Module):

@@ -34,16 +34,19 @@ from seqed.precision import cpu_lacks_native
 CUDA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def attention_backends(device_type: str, *, queries: int, dropout: float) -> Optional[list[SDPBackend]]:
+def attention_backends(device_type: str, *, queries: int, dropout: float,
+                       causal: bool = False) -> Optional[list[SDPBackend]]:
     """The SDPA backends to allow for one attention call, or None for the explicit matmul path.
 
     Args:
         device_type: "cpu", "cuda", ...
-        queries: T, the number of query positions (1 in an incremental decoding step).
+        queries: T, the number of query positions (1 in an incremental decoding step; the beam size
+            when the beams of a sentence attend to its memory together).
         dropout: attention dropout in effect (0 at inference).
+        causal: SDPA's is_causal is asked for (the explicit path takes the causal mask only as a mask).
     """
     if device_type == "cpu":
-        if queries == 1 and dropout == 0.0:
+        if dropout == 0.0 and (queries == 1 or (queries <= 16 and not causal and not torch.is_grad_enabled())):
             return None
         return [SDPBackend.MATH]
     if device_type == "cuda":
@@ -133,7 +136,7 @@ class MultiHeadAttention(nn.Module):
             mask = causal if mask is None else mask & causal  # (B, h|1, T, S)
             is_causal = False
         weights = None
-        backends = attention_backends(q.device.type, queries=T, dropout=dropout)
+        backends = attention_backends(q.device.type, queries=T, dropout=dropout, causal=is_causal)
         if need_weights or backends is None:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # (B, h, T, S)
             if mask is not None:

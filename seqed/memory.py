@@ -54,3 +54,21 @@ class DecoderState(Protocol):
     def index_select(self, idx: Tensor) -> "DecoderState":
         """Rows `idx` (N,) of the batch: beam reordering and dropping finished sentences."""
         ...
+
+    # Optional: ``select_beams(rows, kept, width) -> state``, beam search's selection, where rows move
+    # only within their sentence (see `select_beams` below); without it search calls `index_select`.
+
+
+def select_beams(state, rows: Tensor, kept: Optional[Tensor], width: int):
+    """Beam search's selection of decoder-state rows: ``state.select_beams`` where the state has one
+    (states that keep per-sentence tensors once, not per beam), else ``state.index_select(rows)``.
+
+    Args:
+        state: a `DecoderState`.
+        rows: (A' * width,) long, sentence-major: the `width` rows of kept sentence j all come from the
+            rows of sentence j (beams move only within their sentence).
+        kept: (A',) long, the sentences kept among the current ones, or None when all stay.
+        width: rows per sentence after the selection.
+    """
+    method = getattr(state, "select_beams", None)
+    return state.index_select(rows) if method is None else method(rows, kept, width)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqed.memory import Memory
+from seqed.memory import Memory, select_beams
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -201,6 +201,14 @@ class _Live:
         return _Live(memory=memory, state=self.state.index_select(rows),
                      prefixes=self.prefixes.select(rows), limits=self.limits.index_select(0, rows))
 
+    def select_beams(self, rows: Tensor, kept: Optional[Tensor], width: int,
+                     memory_rows: Optional[Tensor] = None) -> "_Live":
+        """`select` for beam search, whose rows move only within their sentence: `rows` (A' * width,)
+        sentence-major, `kept` (A',) the sentences kept or None (see `seqed.memory.select_beams`)."""
+        memory = self.memory if memory_rows is None else self.memory.index_select(memory_rows)
+        return _Live(memory=memory, state=select_beams(self.state, rows, kept, width),
+                     prefixes=self.prefixes.select(rows), limits=self.limits.index_select(0, rows))
+
 
 def _check_args(src: Tensor, min_len: int, max_len_cap: int) -> None:
     if not isinstance(src, Tensor) or src.dim() != 2 or src.dtype not in (torch.long, torch.int):
@@ -226,7 +234,7 @@ def _start(model, src: Tensor, beams: int, *, max_len_a: float, max_len_b: int, 
         expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beams)  # (B*K,)
         memory = memory.index_select(expand)
         limits = limits.index_select(0, expand)
-        state = state.index_select(expand)
+        state = select_beams(state, expand, None, beams)
     empty = torch.empty(src.size(0) * beams, 0, dtype=torch.long, device=src.device)  # (B*K, 0)
     return _Live(memory=memory, state=state, prefixes=_Prefixes(empty), limits=limits)
 
@@ -503,6 +511,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
             done = (torch.isfinite(nth) & (nth >= reachable)) | (limits <= t) | (n_ended >= enough)  # (A,)
             t += 1
             memory_rows = rows.view(-1) if width != k else None  # memory rows follow the beams' sentences
+            kept = None  # (A',) the sentences that stay, None: all
             if done.any():
                 if done.all():
                     break
@@ -510,9 +519,10 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                 active, ended_best, n_ended, scores, rows, prev = (
                     x.index_select(0, stay) for x in (active, ended_best, n_ended, scores, rows, prev))
                 memory_rows = rows.view(-1)  # (A'*K,)
+                kept = stay
                 first_limit = int(limits.index_select(0, stay).min())
             prev = prev.view(-1)  # (A'*K,)
-            live = live.select(rows.view(-1), memory_rows)
+            live = live.select_beams(rows.view(-1), kept, k, memory_rows)
             live = replace(live, prefixes=live.prefixes.add_tokens(prev))
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
 

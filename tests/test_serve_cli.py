@@ -25,7 +25,7 @@ def test_help_names_every_limit(capsys):
         main(["serve", "--help"])
     out = capsys.readouterr().out
     for flag in ("--host", "--port", "--engine", "--quantization", "--precision", "--device", "--threads", "--beam",
-                 "--length-penalty", "--max-len-a", "--max-batch-tokens", "--max-wait-ms", "--max-body-bytes",
+                 "--length-penalty", "--max-len-a", "--max-batch-tokens", "--max-wait-ms", "--idle-ms", "--max-body-bytes",
                  "--max-texts", "--max-sentences", "--max-pieces", "--max-beam", "--max-queue", "--timeout", "--grace",
                  "--api-key",
                  "--cors-origin"):

@@ -171,3 +171,26 @@ def test_metrics_text_format():
     assert 'seqed_request_seconds_count{route="/v1/translate"} 1' in text
     assert 'seqed_queue_depth{model="m"} 3' in text and 'code="a\\"b"' in text
     assert "# TYPE seqed_batch_sentences histogram" in text
+
+
+def test_gathering_goes_on_while_requests_keep_arriving_and_stops_at_an_idle_gap(engine):
+    sizes = []
+    batcher = Batcher(engine, max_batch_tokens=1000, max_wait_ms=5000, idle_ms=300,
+                      on_batch=lambda stats: sizes.append(stats.sentences)).start()
+    jobs = []
+    for i in range(5):  # 5 requests 30 ms apart: each arrives within the idle gap of the one before
+        jobs.append(batcher.submit([[i + 1]], GREEDY, 10))
+        time.sleep(0.03)
+    time.sleep(1.0)  # a gap longer than idle_ms: the next request opens a call of its own
+    jobs.append(batcher.submit([[9]], GREEDY, 10))
+    assert [texts_of(job.result(5)) for job in jobs] == [[[str(i + 1)]] for i in range(5)] + [[["9"]]]
+    assert sizes == [5, 1]
+    batcher.stop(5)
+
+
+def test_a_lone_request_waits_the_idle_gap_not_the_longest_wait(engine):
+    batcher = Batcher(engine, max_batch_tokens=1000, max_wait_ms=5000, idle_ms=20).start()
+    start = time.monotonic()
+    assert texts_of(batcher.submit([[1, 2]], GREEDY, 10).result(5)) == [["2 1"]]
+    assert time.monotonic() - start < 2.0  # far below max_wait_ms
+    batcher.stop(5)

@@ -48,8 +48,11 @@ def register(sub) -> None:
     g.add_argument("--max-batch-tokens", type=int, default=4096, metavar="N",
                    help="source pieces the worker gathers from waiting requests into one model call (default "
                         "4096); 0 turns batching off: one sentence per model call")
-    g.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
-                   help="how long the worker waits for more requests before a call (default 2)")
+    g.add_argument("--max-wait-ms", type=float, default=50.0, metavar="MS",
+                   help="the longest the worker gathers waiting requests after the first of a call (default 50)")
+    g.add_argument("--idle-ms", type=float, default=5.0, metavar="MS",
+                   help="... and it starts the call sooner once no request has arrived for this long (default 5): "
+                        "a lone client waits only this, a burst of clients lands in one call")
     g = p.add_argument_group("limits (each refusal is a JSON error with its HTTP status)")
     g.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="request body (default 1 MiB; 413)")
     g.add_argument("--max-texts", type=int, default=64, metavar="N", help="texts per request (default 64; 422)")
@@ -114,8 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
-    if args.max_batch_tokens < 0 or args.max_wait_ms < 0:
-        raise ValueError("--max-batch-tokens and --max-wait-ms must be >= 0")
+    if args.max_batch_tokens < 0 or args.max_wait_ms < 0 or args.idle_ms < 0:
+        raise ValueError("--max-batch-tokens, --max-wait-ms and --idle-ms must be >= 0")
     if args.grace < 0:
         raise ValueError(f"--grace must be >= 0, got {args.grace}")
     specs = model_specs(args.checkpoint)
@@ -128,7 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"(--api-key or SEQED_API_KEYS)", file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
-    service = Service(limits=limits, keys=keys, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms)
+    service = Service(limits=limits, keys=keys, max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms,
+                      idle_ms=args.idle_ms)
     app = create_app(service, cors_origins=tuple(args.cors_origin))
     loaders = [partial(load_engine, name, path, args.engine, args) for name, path in specs]
 

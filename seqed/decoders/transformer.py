@@ -25,15 +25,19 @@ def _rows(tensors: list[Tensor], idx: Tensor) -> list[Tensor]:
 
 @dataclass
 class TransformerState:
-    """Incremental decoding state.
+    """Incremental decoding state of N rows decoding G source sentences, `group` rows each.
 
     Attributes:
-        self_k, self_v: per layer (B, h, t, dh): self-attention keys/values of the t tokens decoded so far.
-        cross_k, cross_v: per layer (B, h, S, dh): memory keys/values, computed once in `init_state`.
-        cross_mask: (B, S) bool, True at real source tokens.
+        self_k, self_v: per layer (N, h, t, dh): self-attention keys/values of the t tokens decoded so far.
+        cross_k, cross_v: per layer (G, h, S, dh): memory keys/values, computed once in `init_state`,
+            one per source sentence.
+        cross_mask: (G, S) bool, True at real source tokens.
         length: t, the number of tokens decoded so far (the next token's position).
-        attn: (B, S) last step's cross-attention of the last layer averaged over heads, or None
+        attn: (N, S) last step's cross-attention of the last layer averaged over heads, or None
             (only computed when the decoder's `need_attn` is set).
+        group: rows per source sentence: row r decodes sentence r // group (N = G * group). Beam search
+            keeps its K beams of a sentence together (`select_beams`), so their K queries attend to the
+            sentence's keys as one (K, dh) block per head instead of K copies of those keys.
     """
 
     self_k: list[Tensor]
@@ -43,24 +47,32 @@ class TransformerState:
     cross_mask: Tensor
     length: int
     attn: Optional[Tensor] = None
-    src_rows: Optional[Tensor] = None
+    group: int = 1
 
     def index_select(self, idx: Tensor) -> "TransformerState":
-        """Rows `idx` (N,) of the batch, for beam reordering and dropping finished sentences.
-
-        The cross-attention caches depend only on which source sentence a row decodes (`src_rows`,
-        (N,)): a beam reorder that keeps every row on its sentence leaves them untouched instead of
-        copying (B*K, h, S, dh) tensors per layer at every step.
-        """
-        src_rows = self.src_rows.index_select(0, idx)
-        same_sources = src_rows.shape == self.src_rows.shape and bool(torch.equal(src_rows, self.src_rows))
-        cross_k = self.cross_k if same_sources else _rows(self.cross_k, idx)
-        cross_v = self.cross_v if same_sources else _rows(self.cross_v, idx)
-        cross_mask = self.cross_mask if same_sources else self.cross_mask.index_select(0, idx)
+        """Rows `idx` (N',) of the batch, in any order; each keeps its sentence's memory keys/values,
+        copied per row (group 1)."""
+        sources = idx if self.group == 1 else torch.div(idx, self.group, rounding_mode="floor")  # (N',)
         return TransformerState(
             self_k=_rows(self.self_k, idx), self_v=_rows(self.self_v, idx),
+            cross_k=_rows(self.cross_k, sources), cross_v=_rows(self.cross_v, sources),
+            cross_mask=self.cross_mask.index_select(0, sources), length=self.length,
+            attn=None if self.attn is None else self.attn.index_select(0, idx), group=1)
+
+    def select_beams(self, rows: Tensor, kept: Optional[Tensor], width: int) -> "TransformerState":
+        """Beam search's selection (`seqed.memory.select_beams`): rows `rows` (A' * width,), sentence-major,
+        the `width` rows of kept sentence j all taken from sentence j's rows; `kept` (A',) the sentences
+        kept, or None for all. The memory keys/values stay one per sentence: re-indexed only when
+        sentences leave, never copied per beam."""
+        if kept is None:
+            cross_k, cross_v, cross_mask = self.cross_k, self.cross_v, self.cross_mask
+        else:
+            cross_k, cross_v = _rows(self.cross_k, kept), _rows(self.cross_v, kept)
+            cross_mask = self.cross_mask.index_select(0, kept)
+        return TransformerState(
+            self_k=_rows(self.self_k, rows), self_v=_rows(self.self_v, rows),
             cross_k=cross_k, cross_v=cross_v, cross_mask=cross_mask, length=self.length,
-            attn=None if self.attn is None else self.attn.index_select(0, idx), src_rows=src_rows)
+            attn=None if self.attn is None else self.attn.index_select(0, rows), group=width)
 
 
 class DecoderLayer(nn.Module):
@@ -79,14 +91,15 @@ class DecoderLayer(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor, *,
-                past: Optional[tuple[Tensor, Tensor]] = None,
-                need_attn: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor], Optional[Tensor]]:
+                past: Optional[tuple[Tensor, Tensor]] = None, need_attn: bool = False,
+                group: int = 1) -> tuple[Tensor, tuple[Tensor, Tensor], Optional[Tensor]]:
         """One layer over x.
 
         Args:
             x: (B, T, D) layer input.
-            cross_k, cross_v: (B, h, S, dh) memory keys/values.
-            cross_mask: (B, 1, 1, S) bool, True at real source tokens.
+            cross_k, cross_v: (B / group, h, S, dh) memory keys/values.
+            cross_mask: (B / group, 1, 1, S) bool, True at real source tokens.
+            group: rows of x per memory row (consecutive); more than 1 only for a step (T == 1).
             past: cached self-attention (keys, values), each (B, h, t, dh), of the t earlier positions
                 (incremental step: no causal mask is needed, the cache holds no later position), or None
                 for teacher forcing over the whole prefix (causal mask).
@@ -103,8 +116,13 @@ class DecoderLayer(nn.Module):
             v = torch.cat([past[1], v], dim=2)  # (B, h, t+T, dh)
         y, _ = self.self_attn.attend(self.self_attn.project_q(h), k, v, is_causal=past is None)
         x = x + self.dropout(y)
-        y, attn = self.cross_attn.attend(self.cross_attn.project_q(self.cross_norm(x)), cross_k, cross_v,
-                                         mask=cross_mask, need_weights=need_attn)
+        q = self.cross_attn.project_q(self.cross_norm(x))  # (B, h, T, dh)
+        if group > 1:  # T == 1: the group's queries as one block per head, (B / group, h, group, dh)
+            q = q.reshape(-1, group, q.size(1), q.size(3)).transpose(1, 2)
+        y, attn = self.cross_attn.attend(q, cross_k, cross_v, mask=cross_mask, need_weights=need_attn)
+        if group > 1:  # y (B / group, group, D) and attn (B / group, group, S) back to one row each
+            y = y.reshape(x.shape)
+            attn = None if attn is None else attn.reshape(x.size(0), 1, -1)
         x = x + self.dropout(y)
         return x + self.dropout(self.ffn(self.ffn_norm(x))), (k, v), attn
 
@@ -184,8 +202,7 @@ class TransformerDecoder(nn.Module):
         return TransformerState(
             self_k=[empty] * len(self.layers), self_v=[empty] * len(self.layers),
             cross_k=[k for k, _ in cross], cross_v=[v for _, v in cross],
-            cross_mask=memory.mask, length=0, attn=None,
-            src_rows=torch.arange(B, device=memory.states.device))
+            cross_mask=memory.mask, length=0, attn=None)
 
     def step(self, tokens: Tensor, memory: Memory, state: TransformerState) -> tuple[Tensor, TransformerState]:
         """Decode one token for every row.
@@ -199,13 +216,13 @@ class TransformerDecoder(nn.Module):
             logits (B, V) for the next token, and the new state (caches one token longer).
         """
         x = self.embed(tokens.unsqueeze(1), offset=state.length)  # (B, 1, D)
-        cross_mask = key_mask(state.cross_mask)  # (B, 1, 1, S)
+        cross_mask = key_mask(state.cross_mask)  # (B / group, 1, 1, S)
         self_k, self_v, attn = [], [], None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x, (k, v), a = layer(x, state.cross_k[i], state.cross_v[i], cross_mask,
                                  past=(state.self_k[i], state.self_v[i]),
-                                 need_attn=self.need_attn and i == last)  # k, v (B, h, t+1, dh)
+                                 need_attn=self.need_attn and i == last, group=state.group)  # k, v (B, h, t+1, dh)
             self_k.append(k)
             self_v.append(v)
             attn = a if a is not None else attn
@@ -213,5 +230,5 @@ class TransformerDecoder(nn.Module):
         new_state = TransformerState(
             self_k=self_k, self_v=self_v, cross_k=state.cross_k, cross_v=state.cross_v,
             cross_mask=state.cross_mask, length=state.length + 1,
-            attn=None if attn is None else attn.squeeze(1), src_rows=state.src_rows)  # attn (B, S)
+            attn=None if attn is None else attn.squeeze(1), group=state.group)  # attn (B, S)
         return logits, new_state

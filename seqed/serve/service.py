@@ -21,6 +21,9 @@ from seqed.serve.metrics import Metrics
 from seqed.serve.texts import join_text, split_text
 
 WARMUP = "Hello, how are you?"
+# Requests up to this many characters are tokenized on the event loop: SentencePiece takes tens of
+# microseconds for a sentence, less than the hop to a pool thread and back; longer ones go to a thread.
+INLINE_ENCODE_CHARS = 4096
 
 
 @dataclass
@@ -50,14 +53,14 @@ class Service:
     Args:
         limits: see `Limits`.
         keys: API keys (none: open).
-        max_batch_tokens, max_wait_ms: see `Batcher` (0 tokens: batching off).
+        max_batch_tokens, max_wait_ms, idle_ms: see `Batcher` (0 tokens: batching off).
     """
 
     def __init__(self, *, limits: Optional[Limits] = None, keys: Optional[ApiKeys] = None,
-                 max_batch_tokens: int = 4096, max_wait_ms: float = 2.0):
+                 max_batch_tokens: int = 4096, max_wait_ms: float = 50.0, idle_ms: float = 5.0):
         self.limits = limits or Limits()
         self.keys = keys or ApiKeys()
-        self.max_batch_tokens, self.max_wait_ms = max_batch_tokens, max_wait_ms
+        self.max_batch_tokens, self.max_wait_ms, self.idle_ms = max_batch_tokens, max_wait_ms, idle_ms
         self.engines: dict[str, Engine] = {}
         self.batchers: dict[str, Batcher] = {}
         self.metrics = Metrics(lambda: {name: b.depth for name, b in self.batchers.items()})
@@ -74,7 +77,8 @@ class Service:
             raise ValueError(f"two models are named {engine.name!r}: name them with -c NAME=MODEL")
         self.engines[engine.name] = engine
         self.batchers[engine.name] = Batcher(engine, max_batch_tokens=self.max_batch_tokens,
-                                             max_wait_ms=self.max_wait_ms, max_queue=self.limits.max_queue,
+                                             max_wait_ms=self.max_wait_ms, idle_ms=self.idle_ms,
+                                             max_queue=self.limits.max_queue,
                                              on_batch=partial(self.metrics.record_batch, engine.name)).start()
 
     def warm_up(self) -> None:
@@ -148,7 +152,11 @@ class Service:
         self.limits.check_texts(texts)
         lines = [split_text(t) for t in texts]
         self.limits.check_sentences(sum(1 for per in lines for line in per if line.core))
-        ids = await run_in_threadpool(engine.encode, [line.core for per in lines for line in per])
+        cores = [line.core for per in lines for line in per]
+        if sum(map(len, cores)) <= INLINE_ENCODE_CHARS:
+            ids = engine.encode(cores)
+        else:
+            ids = await run_in_threadpool(engine.encode, cores)
         counts, start = [], 0
         for per in lines:
             counts.append([len(x) for x in ids[start:start + len(per)]])
