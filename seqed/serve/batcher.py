@@ -7,9 +7,8 @@ budget waits for the next round). The idle gap is what fills batches: when a cal
 next requests reach the queue one by one as the HTTP layer answers and parses them, a fraction of a
 millisecond apart; a fixed short wait started a call on the first few of them and left the rest to
 the next one (a cycle of small and large calls), while a lone client still pays only `idle_ms`.
-On the Multi30k Transformer (2 cores, beam 5; `benchmarks/serve.py --gathering`), a fixed 2 ms wait
-gave 56-57 sentences/s at 32 clients and 78 at 128; gathering until 5 ms idle (50 at most) gave
-60-70 and 81-83 (2 ms idle, 20 at most: 52-62 and 66-71).
+Measured against a fixed 2 ms wait (`benchmarks/serve.py --gathering`; docs/serving.md), the gain
+is small and within the noise between runs; a lone client pays the idle gap.
 The worker then drops the ones whose client gave up (cancelled futures) or whose
 deadline passed, groups the rest by decoding options, and runs one `translate_ids` call per group,
 longest sentences first. Each request gets its own slice of the result through its future. When a
