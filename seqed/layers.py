@@ -9,7 +9,8 @@ Attention kernels are chosen on purpose (`attention_backends`):
 * CPU, training: the math SDPA backend beat the flash kernel for these short sequences (3.6x in bf16,
   1.5x in fp32, forward + backward; `benchmarks/micro_cpu.py`).
 * CPU, one query per row (an incremental decoding step): plain matmuls beat both SDPA kernels at
-  beam-search shapes (`benchmarks/micro_cpu.py`).
+  beam-search shapes (`benchmarks/micro_cpu.py`). The same path serves a few queries per row at
+  inference: the K beams of a sentence attending to its memory together (`TransformerState.group`).
 * CUDA: every backend except cuDNN. In bf16 on Hopper, PyTorch prefers cuDNN attention, which builds an
   execution graph for each new shape; incremental decoding has a new key length every step and a new
   source length every batch, so graphs were rebuilt again and again: beam-5 decoding of test2016 ran at
