@@ -68,7 +68,9 @@ def write(run: Path, config: str, checkpoint: str) -> dict:
         "noise": _noise(cfg.data.noise),
         "hardware": hardware(cfg.train.device if cfg.train.device != "auto" else "cpu", cfg.train.threads),
         "training": {"seconds": last.get("train_seconds"), "minutes": round(last.get("train_seconds", 0) / 60, 1),
-                     "steps": last.get("step"), "epochs": last.get("epoch"), "precision": cfg.train.precision,
+                     "steps": last.get("step"), "epochs": last.get("epoch"),
+                     # resolved ("auto" -> bf16 or fp32): the log's, else the run's env.json
+                     "precision": last.get("precision") or env.get("precision") or cfg.train.precision,
                      "max_minutes": cfg.train.max_minutes,
                      "note": "wall clock of the training loop (validations included), from train.log.jsonl"},
         "evaluations": evals,
