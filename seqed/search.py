@@ -191,22 +191,16 @@ class _Live:
     prefixes: _Prefixes
     limits: Tensor
 
-    def select(self, rows: Tensor, memory_rows: Optional[Tensor] = None) -> "_Live":
+    def select(self, rows: Tensor, memory_rows: Optional[Tensor] = None, state: Any = None) -> "_Live":
         """Keep rows `rows` (N',) of state, prefixes and limits.
 
         Memory rows only differ between sentences, so memory is re-indexed by `memory_rows` (N',)
         only when sentences are dropped; None keeps it as it is (beams reordered within sentences).
+        `state`: the decoder state of those rows when the caller selected it already (beam search, by
+        `seqed.memory.select_beams`); None: ``self.state.index_select(rows)``.
         """
         memory = self.memory if memory_rows is None else self.memory.index_select(memory_rows)
-        return _Live(memory=memory, state=self.state.index_select(rows),
-                     prefixes=self.prefixes.select(rows), limits=self.limits.index_select(0, rows))
-
-    def select_beams(self, rows: Tensor, kept: Optional[Tensor], width: int,
-                     memory_rows: Optional[Tensor] = None) -> "_Live":
-        """`select` for beam search, whose rows move only within their sentence: `rows` (A' * width,)
-        sentence-major, `kept` (A',) the sentences kept or None (see `seqed.memory.select_beams`)."""
-        memory = self.memory if memory_rows is None else self.memory.index_select(memory_rows)
-        return _Live(memory=memory, state=select_beams(self.state, rows, kept, width),
+        return _Live(memory=memory, state=self.state.index_select(rows) if state is None else state,
                      prefixes=self.prefixes.select(rows), limits=self.limits.index_select(0, rows))
 
 
@@ -522,7 +516,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                 kept = stay
                 first_limit = int(limits.index_select(0, stay).min())
             prev = prev.view(-1)  # (A'*K,)
-            live = live.select_beams(rows.view(-1), kept, k, memory_rows)
+            live = live.select(rows.view(-1), memory_rows, select_beams(live.state, rows.view(-1), kept, k))
             live = replace(live, prefixes=live.prefixes.add_tokens(prev))
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
 
