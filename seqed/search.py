@@ -515,8 +515,8 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                 memory_rows = rows.view(-1)  # (A'*K,)
                 kept = stay
                 first_limit = int(limits.index_select(0, stay).min())
-            prev = prev.view(-1)  # (A'*K,)
-            live = live.select(rows.view(-1), memory_rows, select_beams(live.state, rows.view(-1), kept, k))
+            prev, rows = prev.view(-1), rows.view(-1)  # (A'*K,)
+            live = live.select(rows, memory_rows, select_beams(live.state, rows, kept, k))
             live = replace(live, prefixes=live.prefixes.add_tokens(prev))
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
 

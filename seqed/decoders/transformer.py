@@ -53,26 +53,25 @@ class TransformerState:
         """Rows `idx` (N',) of the batch, in any order; each keeps its sentence's memory keys/values,
         copied per row (group 1)."""
         sources = idx if self.group == 1 else torch.div(idx, self.group, rounding_mode="floor")  # (N',)
-        return TransformerState(
-            self_k=_rows(self.self_k, idx), self_v=_rows(self.self_v, idx),
-            cross_k=_rows(self.cross_k, sources), cross_v=_rows(self.cross_v, sources),
-            cross_mask=self.cross_mask.index_select(0, sources), length=self.length,
-            attn=None if self.attn is None else self.attn.index_select(0, idx), group=1)
+        return self._select(idx, sources, 1)
 
     def select_beams(self, rows: Tensor, kept: Optional[Tensor], width: int) -> "TransformerState":
         """Beam search's selection (`seqed.memory.select_beams`): rows `rows` (A' * width,), sentence-major,
         the `width` rows of kept sentence j all taken from sentence j's rows; `kept` (A',) the sentences
         kept, or None for all. The memory keys/values stay one per sentence: re-indexed only when
         sentences leave, never copied per beam."""
-        if kept is None:
-            cross_k, cross_v, cross_mask = self.cross_k, self.cross_v, self.cross_mask
-        else:
-            cross_k, cross_v = _rows(self.cross_k, kept), _rows(self.cross_v, kept)
-            cross_mask = self.cross_mask.index_select(0, kept)
+        return self._select(rows, kept, width)
+
+    def _select(self, rows: Tensor, sources: Optional[Tensor], group: int) -> "TransformerState":
+        """Rows `rows` of the self-attention caches, memory keys/values of `sources` (None: as they are)."""
+        cross_k, cross_v, cross_mask = self.cross_k, self.cross_v, self.cross_mask
+        if sources is not None:
+            cross_k, cross_v = _rows(cross_k, sources), _rows(cross_v, sources)
+            cross_mask = cross_mask.index_select(0, sources)
         return TransformerState(
             self_k=_rows(self.self_k, rows), self_v=_rows(self.self_v, rows),
             cross_k=cross_k, cross_v=cross_v, cross_mask=cross_mask, length=self.length,
-            attn=None if self.attn is None else self.attn.index_select(0, rows), group=width)
+            attn=None if self.attn is None else self.attn.index_select(0, rows), group=group)
 
 
 class DecoderLayer(nn.Module):

@@ -3,12 +3,11 @@
 Requests wait in a bounded queue. The worker takes the first, then whatever else keeps arriving: it
 stops gathering once no request has come for `idle_ms`, once `max_wait_ms` have passed since the
 first, or once `max_batch_tokens` source pieces are gathered (a request that would overflow the
-budget waits for the next round). The idle gap is what fills batches: when a call ends, its clients'
-next requests reach the queue one by one as the HTTP layer answers and parses them, a fraction of a
-millisecond apart; a fixed short wait started a call on the first few of them and left the rest to
-the next one (a cycle of small and large calls), while a lone client still pays only `idle_ms`.
+budget waits for the next round). The reasoning: when a call ends, its clients' next requests reach
+the queue one by one as the HTTP layer answers and parses them, a fraction of a millisecond apart, and
+a fixed short wait can start a call on the first few of them and leave the rest to the next one.
 Measured against a fixed 2 ms wait (`benchmarks/serve.py --gathering`; docs/serving.md), the gain
-is small and within the noise between runs; a lone client pays the idle gap.
+was small, within the noise between runs; a lone client pays the idle gap.
 The worker then drops the ones whose client gave up (cancelled futures) or whose
 deadline passed, groups the rest by decoding options, and runs one `translate_ids` call per group,
 longest sentences first. Each request gets its own slice of the result through its future. When a
