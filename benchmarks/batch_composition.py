@@ -83,8 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first N sentences (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed of the arrival order")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     try:
         compositions = [parse_composition(c) for c in args.compositions]

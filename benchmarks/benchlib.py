@@ -93,6 +93,12 @@ def add_test_set_args(p) -> None:
     p.add_argument("--ref", default=None, help="reference file (default $SEQED_DATA/multi30k/test2016.fr)")
 
 
+def add_output_args(p, section: str) -> None:
+    """--out (default benchmarks/results/SECTION.json) and --no-readme (read by `publish`'s callers)."""
+    p.add_argument("--out", default=str(RESULTS / f"{section}.json"), help="results JSON")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the tables in benchmarks/README.md")
+
+
 def test_set(args) -> tuple[list[str], list[str]]:
     """Source and reference lines of `args.src` / `args.ref` (default: Multi30k test2016 under the data
     directory, filled into `args`), the first `args.limit` when set."""

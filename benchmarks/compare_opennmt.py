@@ -583,8 +583,7 @@ def main(argv=None) -> int:
     p.add_argument("--joey-venv", type=Path, default=benchlib.WORK / "joey-venv")
     p.add_argument("--work", type=Path, default=benchlib.WORK / "compare", help="scratch directory")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per child command")
-    p.add_argument("--out", default=str(benchlib.RESULTS / "compare_opennmt.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the tables in benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     try:
         args.train_threads = args.train_threads or args.threads

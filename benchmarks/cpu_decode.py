@@ -247,8 +247,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch and CTranslate2 threads (default 2)")
     p.add_argument("--startup-runs", type=int, default=3, help="fresh `seqed translate` processes timed (0: skip)")
     p.add_argument("--no-settings", action="store_true", help="skip the batch size / patience measurements")
-    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     try:
         from seqed.checkpoint import CheckpointError

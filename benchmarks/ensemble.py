@@ -65,8 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: the checkpoint's)")
     p.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     try:
         from seqed.checkpoint import CheckpointError

@@ -148,8 +148,7 @@ def main(argv=None) -> int:
                    help="time every engine this many times, alternating the order; report the median (default 1)")
     p.add_argument("--baseline", default=None, metavar="REV",
                    help="also run the CTranslate2 engines with seqed/translator_ct2.py of git revision REV")
-    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     try:
         from seqed.checkpoint import CheckpointError

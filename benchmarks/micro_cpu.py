@@ -222,8 +222,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     p.add_argument("--calls", type=int, default=10, help="calls per variant per round (default 10)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--out", default=str(benchlib.RESULTS / "micro_cpu.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     try:
         import torch

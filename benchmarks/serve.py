@@ -372,8 +372,7 @@ def main(argv=None) -> int:
                         "a fixed 2 ms wait, then the defaults; empty: skip)")
     p.add_argument("--quick", action="store_true",
                    help="defaults for a smoke test: 20 sentences, clients 1,4, a soak of 200, invariance on 10")
-    p.add_argument("--out", default=str(benchlib.RESULTS / f"{SECTION}.json"), help="results JSON")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     for name, full, quick in (("limit", 0, 20), ("clients", "1,8,32,128", "1,4"), ("soak", 20000, 200),
                               ("invariance_limit", 200, 10), ("gathering", "2:2,50:5", "50:5")):
