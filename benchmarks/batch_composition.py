@@ -92,8 +92,12 @@ def main(argv=None) -> int:
         return benchlib.fail("batch_composition", err)
     benchlib.set_threads(args.threads)
     from seqed import load_translator
+    from seqed.checkpoint import CheckpointError
 
-    translator = load_translator(args.model, beam=args.beam, precision=args.precision)
+    try:
+        translator = load_translator(args.model, beam=args.beam, precision=args.precision)
+    except (OSError, ValueError, CheckpointError) as err:
+        return benchlib.fail("batch_composition", err)
     env = benchlib.environment(args.threads)
     ids = translator.tokenizer.encode_src(sentences)
     translator.translate_ids(ids[:16], translator.settings)  # warm-up

@@ -395,3 +395,19 @@ def test_ensemble_benchmark_rows_and_table(tmp_path, one_thread):
     assert [m["step"] for m in payload["config"]["members"]] == [0, 0]
     assert "| model 1 + model 2 | beam 2 |" in ensemble.table(payload)
     assert ensemble.main(["-c", a, *args]) == 2
+
+
+def test_batch_composition_batches_fit_and_arguments():
+    import batch_composition as bc
+
+    items = [[1] * n for n in (3, 9, 1, 5, 7)]
+    sorted_batches = bc.batches(items, "sorted", 2, seed=0)
+    assert [[len(x) for x in b] for b in sorted_batches] == [[9, 7], [5, 3], [1]]  # longest first
+    arrival = [x for b in bc.batches(list(range(5)), "arrival", 2, seed=0) for x in b]
+    assert sorted(arrival) == list(range(5)) and arrival == [x for b in bc.batches(list(range(5)), "arrival", 2, seed=0) for x in b]
+    assert bc.fit([(100, 3.0), (300, 5.0), (200, 4.0)]) == {"per_step_ms": 10.0, "fixed_s": 2.0}
+    assert bc.parse_composition("arrival:32") == ("arrival", 32)
+    for bad in ("random:32", "sorted:0", "sorted"):
+        with pytest.raises(benchlib.BenchError, match="want ORDER:SIZE"):
+            bc.parse_composition(bad)
+    assert bc.main(["-c", "runs/does-not-exist", "--src", __file__, "--ref", __file__, "--limit", "2"]) == 2
