@@ -316,7 +316,8 @@ def test_cpu_decode_benchmark_runs_tiny(trained, tmp_path):
     out = tmp_path / "cpu.json"
     files = ["--src", str(src), "--ref", str(ref), "--val-src", str(src), "--val-ref", str(ref)]
     assert cpu_decode.main(["--model", str(ckpt), *files, "--limit", "6", "--rounds", "2", "--warmup", "2",
-                            "--threads", "1", "--startup-runs", "1", "--out", str(out), "--no-readme"]) == 0
+                            "--threads", "1", "--startup-runs", "1", "--isolated-rounds", "1", "--out", str(out),
+                            "--no-readme"]) == 0
     result = json.loads(out.read_text())
     engines = result["engines"]
     assert {"seqed_fp32", "seqed_int8", "ctranslate2_int8", "ctranslate2_fp32"} <= set(engines)
@@ -331,3 +332,8 @@ def test_cpu_decode_benchmark_runs_tiny(trained, tmp_path):
         (64, None), (128, None), (256, None), (64, 1.0), (64, 2.0)]
     assert result["startup"]["best_seconds"] > 0 and result["config"]["load_seconds"] >= 0
     assert "| seqed_int8 |" in cpu_decode.table(result)
+    isolated = result["engines_isolated"]  # each engine timed again in a fresh process of its own
+    assert set(isolated) == set(engines) and all(len(r["round_seconds"]) == 1 for r in isolated.values())
+    assert all(isolated[e]["bleu"] == engines[e]["bleu"] for e in ("seqed_fp32", "ctranslate2_fp32"))  # same outputs
+    assert "fp32_only" in result["targets_isolated"]
+    assert "Each engine in a process of its own" in cpu_decode.table(result)
