@@ -27,8 +27,9 @@ Also measured:
   counted in it), BLEU against the exact search at batch 64;
 * the targets: seqed's fastest setting whose BLEU is within 0.3 of seqed fp32, against CTranslate2
   int8 (>= 1.3x on a CPU with native bf16), and the same without bf16 (the "fp32-only CPU" case,
-  emulated here by leaving bf16 out: this machine is not an AVX2-only CPU), with a short operator
-  profile of that engine when it falls short.
+  emulated here by leaving bf16 out: this machine is not an AVX2-only CPU), met when it is that fast at
+  a BLEU no more than 0.3 below CTranslate2 int8's, with a short operator profile of that engine when
+  it falls short.
 
     python benchmarks/cpu_decode.py --model /work/runs/m30k_transformer --threads 2
 
@@ -240,7 +241,8 @@ def targets(engines: dict, flags: list[str], profile) -> dict:
         out[case] = {"engine": name, "speed_vs_ctranslate2_int8": round(ratio, 3), "goal": goal,
                      "bleu": engines[name]["bleu"],
                      "bleu_minus_ctranslate2_int8": round(engines[name]["bleu"] - ct2["bleu"], 2),
-                     "met": ratio >= goal and abs(engines[name]["bleu"] - ct2["bleu"]) <= BLEU_TOLERANCE}
+                     # "at equal BLEU": no more than the tolerance below CTranslate2's (a higher BLEU is no miss)
+                     "met": ratio >= goal and engines[name]["bleu"] >= ct2["bleu"] - BLEU_TOLERANCE}
         if case == "fp32_only":
             out[case]["note"] = ("emulated: this CPU has " + ", ".join(flags) + "; an AVX2-only CPU has neither "
                                  "native bf16 nor AVX512-VNNI int8, so its figures will differ")

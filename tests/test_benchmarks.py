@@ -411,3 +411,21 @@ def test_batch_composition_batches_fit_and_arguments():
         with pytest.raises(benchlib.BenchError, match="want ORDER:SIZE"):
             bc.parse_composition(bad)
     assert bc.main(["-c", "runs/does-not-exist", "--src", __file__, "--ref", __file__, "--limit", "2"]) == 2
+
+
+def test_cpu_decode_target_takes_a_higher_bleu_as_equal_quality():
+    import cpu_decode
+
+    def engines(seqed_int8_bleu):
+        rate = {"seqed_fp32": 90.0, "seqed_int8": 120.0, "ctranslate2_int8": 100.0}
+        bleu = {"seqed_fp32": 55.6, "seqed_int8": seqed_int8_bleu, "ctranslate2_int8": 55.2}
+        return {e: {"sentences_per_s": rate[e], "bleu": bleu[e]} for e in rate}
+
+    better = cpu_decode.targets(engines(55.7), ["avx2"], None)["fp32_only"]
+    assert better["engine"] == "seqed_int8" and better["speed_vs_ctranslate2_int8"] == 1.2 and better["met"]
+    lower = cpu_decode.targets(engines(55.4), ["avx2"], None)["fp32_only"]  # below fp32, above CTranslate2
+    assert lower["engine"] == "seqed_int8" and lower["bleu_minus_ctranslate2_int8"] == 0.2 and lower["met"]
+    fp32_only = {e: r for e, r in engines(55.7).items() if e != "seqed_int8"}
+    fp32_only["ctranslate2_int8"]["bleu"] = 56.0  # seqed fp32 is 0.4 below CTranslate2: no equal quality
+    assert not cpu_decode.targets(fp32_only, ["avx2"], None)["fp32_only"]["met"]
+    assert "native_bf16" not in cpu_decode.targets(engines(55.7), ["avx2"], None)  # no native bf16 on this CPU
