@@ -22,9 +22,10 @@ Also measured:
 * start-up: wall time of `seqed translate -c MODEL -i ONE_LINE_FILE` in a fresh process (best of
   `--startup-runs`), the in-process load time of the checkpoint, and `python -X importtime` of the
   CLI (the slowest top-level imports);
-* settings (item 4 of issue 28) on the validation file with the fastest seqed engine: the batch
-  size (64, 128, 256 sentences) and the optional patience stop (1, 2), one timed pass each (steps
-  counted in it), BLEU against the exact search at batch 64;
+* settings (item 4 of issue 28) on the validation file with the fastest seqed engine (in its own
+  process, where measured): the batch size (64, 128, 256 sentences) and the optional patience stop
+  (1, 2), one timed pass each in a fresh process (steps counted in it), BLEU against the exact
+  search at batch 64;
 * the targets: seqed's fastest setting whose BLEU is within 0.3 of seqed fp32, against CTranslate2
   int8 (>= 1.3x on a CPU with native bf16), and the same without bf16 (the "fp32-only CPU" case,
   emulated here by leaving bf16 out: this machine is not an AVX2-only CPU), met when it is that fast at
@@ -151,20 +152,17 @@ def startup(model: str, threads: int, runs: int, work: str) -> dict:
             "slowest_imports": [{"module": name, "seconds": round(us / 1e6, 3)} for name, us, _ in top]}
 
 
-def settings(loaded, engine: str, ct2_dir: str, sentences: list[str], refs: list[str], *, beam: int, alpha: float,
-             threads: int) -> list[dict]:
-    """Batch sizes and patience stops of one seqed engine on the validation file, one timed pass each."""
+def settings(engine: str, args, ct2_dir: str, val_src: str, val_ref: str, refs: list[str], work_dir: str) -> list[dict]:
+    """Batch sizes and patience stops of one seqed engine on the validation file, one timed pass each,
+    each in a fresh process of its own (`run_worker`: in a process where CTranslate2 has run, the
+    speeds would be skewed)."""
     rows = []
     for batch_size, patience in [(b, None) for b in BATCH_SIZES] + [(BATCH_SIZES[0], p) for p in PATIENCES]:
-        tr = make_translator(engine, loaded, ct2_dir, beam=beam, length_penalty=alpha, batch_size=batch_size,
-                             threads=threads, patience=patience)
-        tr.translate(sentences[:16])  # warm-up
         print(f"[{SECTION}] settings: {engine} batch {batch_size} patience {patience} ...", file=sys.stderr, flush=True)
-        with counted_steps(tr) as steps:
-            took, hyps, texts = timed(tr, sentences)
-        r = summarize(hyps, texts, [took], refs)
-        r.pop("output")
-        rows.append({"engine": engine, "batch_size": batch_size, "patience": patience, **r, **work(steps)})
+        result = run_worker(engine, args, ct2_dir, os.path.join(work_dir, f"settings_{batch_size}_{patience}.json"),
+                            src=val_src, ref=val_ref, batch_size=batch_size, patience=patience)
+        rows.append({"engine": engine, "batch_size": batch_size, "patience": patience,
+                     **worker_summary(result, [result["seconds"]], refs), **result["work"]})
     exact = rows[0]["bleu"]
     for r in rows:
         r["bleu_vs_exact_batch64"] = round(r["bleu"] - exact, 2)
@@ -173,7 +171,9 @@ def settings(loaded, engine: str, ct2_dir: str, sentences: list[str], refs: list
 
 def worker(args) -> int:
     """One isolated timing (`--worker ENGINE`): load that engine alone in this process, warm it up,
-    translate the test file once and write the seconds, output tokens and texts to `--worker-out`."""
+    translate the test file once (batch `--batch-size`, the checkpoint's by default; seqed's optional
+    `--patience` stop) and write the seconds, output tokens and texts, and for seqed's engines the
+    search work of that pass, to `--worker-out`."""
     from seqed.loading import load_model
 
     benchlib.set_threads(args.threads)
@@ -181,41 +181,53 @@ def worker(args) -> int:
     loaded = load_model(args.model, device="cpu")
     s = loaded.config.search
     tr = make_translator(args.worker, loaded, args.ct2_dir, beam=args.beam, length_penalty=s.length_penalty,
-                         batch_size=s.batch_size, threads=args.threads)
+                         batch_size=args.batch_size or s.batch_size, threads=args.threads, patience=args.patience)
     tr.translate(sentences[:args.warmup])
-    took, hyps, texts = timed(tr, sentences)
-    benchlib.write_json(Path(args.worker_out), {"seconds": took, "tokens": [h[0].tokens for h in hyps], "texts": texts})
+    seqed = args.worker.startswith("seqed_")
+    with counted_steps(tr) if seqed else contextlib.nullcontext() as steps:
+        took, hyps, texts = timed(tr, sentences)
+    benchlib.write_json(Path(args.worker_out), {"seconds": took, "tokens": [h[0].tokens for h in hyps], "texts": texts,
+                                                "work": work(steps) if seqed else None})
     return 0
 
 
-def isolated(names: list[str], args, ct2_dir: str, refs: list[str], work: str) -> dict:
-    """Every engine timed in a fresh process of its own (`worker`), `args.isolated_rounds` rounds in
-    alternating order; per engine the best round, as `summarize` gives it."""
+def run_worker(engine: str, args, ct2_dir: str, out: str, *, src: str, ref: str, batch_size: int = 0,
+               patience=None) -> dict:
+    """`worker` in a fresh process; its result (see `worker`)."""
+    argv = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--src", src, "--ref", ref,
+            "--limit", str(args.limit), "--beam", str(args.beam), "--threads", str(args.threads),
+            "--warmup", str(args.warmup), "--worker", engine, "--ct2-dir", ct2_dir, "--worker-out", out,
+            "--batch-size", str(batch_size)] + ([] if patience is None else ["--patience", str(patience)])
+    proc = subprocess.run(argv, capture_output=True, text=True, env=benchlib.thread_env(args.threads), timeout=3600)
+    if proc.returncode != 0:
+        raise BenchError(f"{engine} in its own process failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(Path(out).read_text(encoding="utf-8"))
+
+
+def worker_summary(result: dict, seconds: list[float], refs: list[str]) -> dict:
+    """`summarize` of a worker's output at the best of `seconds`."""
     from seqed.search import Hypothesis
 
+    hyps = [[Hypothesis(tokens=t, score=0.0, log_prob=0.0)] for t in result["tokens"]]
+    row = summarize(hyps, result["texts"], [min(seconds)], refs)
+    row["round_seconds"] = [round(x, 3) for x in seconds]
+    row.pop("output")
+    return row
+
+
+def isolated(names: list[str], args, ct2_dir: str, refs: list[str], work_dir: str) -> dict:
+    """Every engine timed in a fresh process of its own (`worker`), `args.isolated_rounds` rounds in
+    alternating order; per engine the best round, as `summarize` gives it."""
     seconds, out = {e: [] for e in names}, {}
     for r in range(args.isolated_rounds):
         for e in names if r % 2 == 0 else names[::-1]:
-            path = os.path.join(work, f"isolated_{e}_{r}.json")
-            argv = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--src", args.src, "--ref",
-                    args.ref, "--limit", str(args.limit), "--beam", str(args.beam), "--threads", str(args.threads),
-                    "--warmup", str(args.warmup), "--worker", e, "--ct2-dir", ct2_dir, "--worker-out", path]
-            proc = subprocess.run(argv, capture_output=True, text=True, env=benchlib.thread_env(args.threads),
-                                  timeout=3600)
-            if proc.returncode != 0:
-                raise BenchError(f"isolated {e} failed: {proc.stderr.strip()[-500:]}")
-            result = json.loads(Path(path).read_text(encoding="utf-8"))
+            result = run_worker(e, args, ct2_dir, os.path.join(work_dir, f"isolated_{e}_{r}.json"), src=args.src,
+                                ref=args.ref)
             seconds[e].append(result["seconds"])
             out.setdefault(e, result)
             print(f"[{SECTION}] isolated round {r + 1}/{args.isolated_rounds} {e}: "
                   f"{len(refs) / result['seconds']:.1f} sent/s", file=sys.stderr, flush=True)
-    engines = {}
-    for e in names:
-        hyps = [[Hypothesis(tokens=t, score=0.0, log_prob=0.0)] for t in out[e]["tokens"]]
-        engines[e] = summarize(hyps, out[e]["texts"], [min(seconds[e])], refs)
-        engines[e]["round_seconds"] = [round(x, 3) for x in seconds[e]]
-        engines[e].pop("output")
-    return engines
+    return {e: worker_summary(out[e], seconds[e], refs) for e in names}
 
 
 def targets(engines: dict, flags: list[str], profile) -> dict:
@@ -323,6 +335,8 @@ def main(argv=None) -> int:
     p.add_argument("--worker", default=None, choices=ENGINES, help=argparse.SUPPRESS)  # one isolated timing
     p.add_argument("--ct2-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, default=0, help=argparse.SUPPRESS)  # the worker's (0: the checkpoint's)
+    p.add_argument("--patience", type=float, default=None, help=argparse.SUPPRESS)
     benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
     if args.worker:
@@ -385,11 +399,11 @@ def main(argv=None) -> int:
                     m30k = benchlib.data_dir() / "multi30k"
                     val_args.src = val_args.src or str(m30k / "val.en")
                     val_args.ref = val_args.ref or str(m30k / "val.fr")
-                val, val_refs = benchlib.test_set(val_args)
-                fastest = max((e for e in engines if e.startswith("seqed_")),
-                              key=lambda e: engines[e]["sentences_per_s"])
-                rows = settings(loaded, fastest, ct2_dir, val, val_refs, beam=args.beam, alpha=s.length_penalty,
-                                threads=args.threads)
+                _, val_refs = benchlib.test_set(val_args)
+                timings = engines_isolated or engines  # the isolated ones where measured (see the docstring)
+                fastest = max((e for e in timings if e.startswith("seqed_")),
+                              key=lambda e: timings[e]["sentences_per_s"])
+                rows = settings(fastest, args, ct2_dir, val_args.src, val_args.ref, val_refs, work)
                 args.val_src, args.val_ref = val_args.src, val_args.ref
             boot = startup(args.model, args.threads, args.startup_runs, work) if args.startup_runs else None
         payload = {"benchmark": SECTION,
