@@ -14,7 +14,7 @@ backward, ...); the best round counts. Reported per engine: sentences/s, output 
 The same engines are also timed each in a process of its own (`--isolated-rounds`, default 3): per
 round and engine, in alternating order, a fresh process loads that engine alone, warms it up and
 translates the file once. Both protocols are kept because they disagree: once a CTranslate2
-translator has run in a process, torch's own CPU kernels in that process run slower (measured 20-30%
+translator has run in a process, torch's own CPU kernels in that process run slower (measured 20-40%
 for seqed's engines on an AMD EPYC), so the one-process rows understate seqed; the isolated rows are
 what a user who runs one engine gets. The targets are computed for both.
 
