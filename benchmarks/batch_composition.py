@@ -25,6 +25,8 @@ import time
 
 import benchlib
 from benchlib import BenchError
+from cpu_decode import counted_steps
+from cpu_decode import work as count_work
 
 SECTION = "batch_composition"
 COMPOSITIONS = ("sorted:64", "sorted:32", "sorted:8", "arrival:64", "arrival:32", "arrival:8")
@@ -45,20 +47,6 @@ def batches(ids: list[list[int]], order: str, size: int, seed: int) -> list[list
     else:
         random.Random(seed).shuffle(idx)
     return [[ids[i] for i in idx[j:j + size]] for j in range(0, len(idx), size)]
-
-
-class StepCounter:
-    """Wraps ``decoder.step`` to count decoder steps and the beam rows they ran."""
-
-    def __init__(self, decoder):
-        self.decoder, self.step = decoder, decoder.step
-        self.steps = self.rows = 0
-        decoder.step = self
-
-    def __call__(self, tokens, memory, state):
-        self.steps += 1
-        self.rows += tokens.numel()
-        return self.step(tokens, memory, state)
 
 
 def fit(points: list[tuple[int, float]]) -> dict:
@@ -101,23 +89,23 @@ def main(argv=None) -> int:
     env = benchlib.environment(args.threads)
     ids = translator.tokenizer.encode_src(sentences)
     translator.translate_ids(ids[:16], translator.settings)  # warm-up
-    counter = StepCounter(translator.model.decoder)
     rows = []
     for order, size in compositions:
         work = batches(ids, order, size, args.seed)
         best = None
         for _ in range(args.rounds):
-            counter.steps = counter.rows = 0
-            start = time.perf_counter()
-            for batch in work:
-                translator.translate_ids(batch, translator.settings.replace(batch_size=size))
-            seconds = time.perf_counter() - start
+            with counted_steps(translator) as steps:  # every round does the same search work
+                start = time.perf_counter()
+                for batch in work:
+                    translator.translate_ids(batch, translator.settings.replace(batch_size=size))
+                seconds = time.perf_counter() - start
             best = seconds if best is None else min(best, seconds)
+        search = count_work(steps)
         rows.append({"order": order, "batch": size, "seconds": round(best, 3),
-                     "sentences_per_s": round(len(ids) / best, 1), "decoder_steps": counter.steps,
-                     "row_steps": counter.rows})
+                     "sentences_per_s": round(len(ids) / best, 1), "decoder_steps": search["decoder_steps"],
+                     "row_steps": search["row_steps"]})
         print(f"[batch_composition] {order}:{size}: {rows[-1]['sentences_per_s']} sent/s, "
-              f"{counter.steps} steps, {counter.rows} row-steps", file=sys.stderr, flush=True)
+              f"{search['decoder_steps']} steps, {search['row_steps']} row-steps", file=sys.stderr, flush=True)
     model_fit = fit([(r["decoder_steps"], r["seconds"]) for r in rows])
     payload = {"model": args.model, "src": args.src, "sentences": len(ids), "beam": args.beam,
                "precision": translator.precision, "rounds": args.rounds, "seed": args.seed,

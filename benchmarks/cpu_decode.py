@@ -204,15 +204,20 @@ def run_worker(engine: str, args, ct2_dir: str, out: str, *, src: str, ref: str,
     return json.loads(Path(out).read_text(encoding="utf-8"))
 
 
-def worker_summary(result: dict, seconds: list[float], refs: list[str]) -> dict:
-    """`summarize` of a worker's output at the best of `seconds`."""
-    from seqed.search import Hypothesis
-
-    hyps = [[Hypothesis(tokens=t, score=0.0, log_prob=0.0)] for t in result["tokens"]]
-    row = summarize(hyps, result["texts"], [min(seconds)], refs)
+def best_round(hyps: list, texts: list[str], seconds: list[float], refs: list[str]) -> dict:
+    """`summarize` at the best of the rounds' `seconds`, the rounds kept, the output texts left out."""
+    row = summarize(hyps, texts, [min(seconds)], refs)
     row["round_seconds"] = [round(x, 3) for x in seconds]
     row.pop("output")
     return row
+
+
+def worker_summary(result: dict, seconds: list[float], refs: list[str]) -> dict:
+    """`best_round` of a worker's output."""
+    from seqed.search import Hypothesis
+
+    hyps = [[Hypothesis(tokens=t, score=0.0, log_prob=0.0)] for t in result["tokens"]]
+    return best_round(hyps, result["texts"], seconds, refs)
 
 
 def isolated(names: list[str], args, ct2_dir: str, refs: list[str], work_dir: str) -> dict:
@@ -385,9 +390,7 @@ def main(argv=None) -> int:
                           file=sys.stderr, flush=True)
             engines = {}
             for e in names:
-                engines[e] = summarize(*out[e], [min(seconds[e])], refs)  # the best round
-                engines[e]["round_seconds"] = [round(x, 3) for x in seconds[e]]
-                engines[e].pop("output")
+                engines[e] = best_round(*out[e], seconds[e], refs)
                 if e.startswith("seqed_"):
                     engines[e].update(search_work(translators[e], sentences))
             first = sentences[: s.batch_size]
