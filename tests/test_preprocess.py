@@ -3,6 +3,8 @@ in-memory pipeline; filters and duplicates reported; stale, unaligned, interrupt
 
 import errno
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -123,6 +125,52 @@ def test_full_disk_and_interruption_leave_nothing_half_written(corpus, monkeypat
     assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
     monkeypatch.setattr(pre, "_write_chunk", real)
     assert len(open_binarized(cfg, quiet)) == 700
+
+
+class _Recorded(pre.EncodePool):
+    pools: list = []
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.pools.append(self)
+
+
+def test_an_error_at_any_chunk_stops_every_worker(corpus, monkeypatch):
+    """Stopping is kill and join: whichever chunk the parent fails at, no worker is left running."""
+    monkeypatch.setattr(reader, "CHUNK", 64)  # 11 chunks, 4 in flight
+    monkeypatch.setattr(pre, "EncodePool", _Recorded)
+    real = pre._write_chunk
+    for at in range(1, 12, 2):
+        calls = []
+
+        def fail_at(*args):
+            calls.append(1)
+            if len(calls) == at:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args)
+
+        monkeypatch.setattr(pre, "_write_chunk", fail_at)
+        with pytest.raises(DataError, match="No space left"):
+            preprocess(config(corpus), quiet, workers=2, progress=False)
+        assert not any(p.is_alive() for p in _Recorded.pools[-1].procs)
+    assert len(_Recorded.pools) >= 6
+
+
+def test_a_dead_worker_is_an_error_not_a_wait(corpus, monkeypatch):
+    monkeypatch.setattr(reader, "CHUNK", 64)
+
+    class Killing(_Recorded):
+        def map(self, jobs):
+            for i, out in enumerate(super().map(jobs)):
+                if i == 1:
+                    os.kill(self.procs[1].pid, signal.SIGKILL)
+                yield out
+
+    monkeypatch.setattr(pre, "EncodePool", Killing)
+    with pytest.raises(pre.WorkerDied, match=r"encoding worker \d+ died \(exit code -9.*fewer workers"):
+        preprocess(config(corpus), quiet, workers=2, progress=False)
+    assert not (corpus / "bin").exists() and not (corpus / "bin.partial").exists()
+    assert not any(p.is_alive() for p in _Recorded.pools[-1].procs)
 
 
 def test_bad_utf8_names_file_and_line(corpus):

@@ -15,10 +15,13 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
+import queue
+import signal
 import sys
+import threading
 import time
-from collections import deque
 from dataclasses import asdict
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
@@ -30,6 +33,7 @@ from seqed.data.corpus import Chunk, DataError, corpus_chunks, decode_chunk
 from seqed.data.filtering import FilterReport, SeenPairs, filter_pairs, pair_hashes
 from seqed.data.store import (BinarizedData, BinarizedError, BinarizedWriter, MemoryStore, binarized_dir,
                               file_or_dir_hash, id_dtype, input_fingerprints, recipe, remove_binarized, stale_reasons)
+from seqed.errors import SeqedError
 from seqed.tokenizer import Tokenizer
 
 Store = Union[BinarizedWriter, MemoryStore]
@@ -126,9 +130,6 @@ def encode_chunk(chunk: Chunk, opts: dict, encode_src: Callable, encode_tgt: Cal
     return out
 
 
-_WORKER: dict = {}
-
-
 def _pool_context():
     """Workers start from a fork server that has imported this module once: forking the training
     process itself (torch's threads, a progress bar's monitor thread) can copy a held lock and hang."""
@@ -137,28 +138,114 @@ def _pool_context():
     return ctx
 
 
-def _init_worker(src_proto: bytes, tgt_proto: Optional[bytes]) -> None:
+def _worker_main(jobs: Connection, results: Connection, src_proto: bytes, tgt_proto: Optional[bytes]) -> None:
+    """One encoding process: jobs in, results (or the job's exception) out, in order, until a None job.
+
+    A thread takes jobs off the pipe as they come, so the parent never blocks sending a job while this
+    process blocks sending a result (a chunk's job and result are each larger than a pipe's buffer)."""
     import sentencepiece as spm
 
-    _WORKER["src"] = spm.SentencePieceProcessor(model_proto=src_proto)
-    _WORKER["tgt"] = _WORKER["src"] if tgt_proto is None else spm.SentencePieceProcessor(model_proto=tgt_proto)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle: it kills the workers
+    src = spm.SentencePieceProcessor(model_proto=src_proto)
+    tgt = src if tgt_proto is None else spm.SentencePieceProcessor(model_proto=tgt_proto)
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def take() -> None:
+        try:
+            while (job := jobs.recv()) is not None:
+                inbox.put(job)
+        except EOFError:
+            pass
+        inbox.put(None)
+
+    threading.Thread(target=take, daemon=True).start()
+    while (job := inbox.get()) is not None:
+        chunk, opts = job
+        try:
+            results.send((True, encode_chunk(chunk, opts, src.encode, tgt.encode)))
+        except Exception as err:  # the parent raises it: a DataError names the file and line
+            try:
+                results.send((False, err))
+            except Exception:  # an exception that does not pickle
+                results.send((False, RuntimeError(f"{type(err).__name__}: {err}")))
 
 
-def _encode_job(args: tuple) -> dict:
-    chunk, opts = args
-    return encode_chunk(chunk, opts, _WORKER["src"].encode, _WORKER["tgt"].encode)
+class WorkerDied(SeqedError, RuntimeError):
+    """An encoding process ended without a result (killed, out of memory)."""
 
 
-def _in_flight(pool, workers: int, jobs: Iterable) -> Iterator[dict]:
-    """`_encode_job` over `jobs` in `pool`, in order, with at most 2 jobs per worker in flight: constant memory."""
-    jobs = iter(jobs)
-    pending: deque = deque()
-    while True:
-        while len(pending) < 2 * workers and (job := next(jobs, None)) is not None:
-            pending.append(pool.apply_async(_encode_job, (job,)))
-        if not pending:
-            return
-        yield pending.popleft().get()
+class EncodePool:
+    """`workers` encoding processes, job i on process i % workers, results read back in job order.
+
+    Each process has a pipe in and a pipe out of its own and nothing is shared, so stopping is kill and join,
+    at any point. (`multiprocessing.Pool` shares one result queue and its lock among the workers: its
+    `terminate()` can hang for good when it kills a worker that holds the lock mid-write, CPython gh-96995;
+    an error in the middle of preprocessing hit that.) A worker that dies is an error, not a wait.
+
+    Use as a context manager; `map` keeps at most 2 jobs per process in flight (constant memory).
+    """
+
+    def __init__(self, workers: int, src_proto: bytes, tgt_proto: Optional[bytes]):
+        ctx = _pool_context()
+        self.procs, self.jobs, self.results = [], [], []
+        try:
+            for _ in range(workers):
+                job_r, job_w = ctx.Pipe(duplex=False)
+                res_r, res_w = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker_main, args=(job_r, res_w, src_proto, tgt_proto), daemon=True,
+                                   name="seqed-encode")
+                proc.start()
+                job_r.close()
+                res_w.close()  # the parent holds no write end: a dead worker is an EOFError, not a wait
+                self.procs.append(proc)
+                self.jobs.append(job_w)
+                self.results.append(res_r)
+        except BaseException:
+            self.close()
+            raise
+
+    def map(self, jobs: Iterable) -> Iterator[dict]:
+        """`encode_chunk` over `jobs` ((chunk, opts) pairs), in order."""
+        jobs, n = iter(jobs), len(self.procs)
+        sent = done = 0
+        while True:
+            while sent < done + 2 * n and (job := next(jobs, None)) is not None:
+                try:
+                    self.jobs[sent % n].send(job)
+                except (BrokenPipeError, ConnectionResetError):
+                    raise self._died(sent % n) from None
+                sent += 1
+            if done == sent:
+                return
+            try:
+                ok, out = self.results[done % n].recv()
+            except (EOFError, ConnectionResetError):
+                raise self._died(done % n) from None
+            if not ok:
+                raise out
+            done += 1
+            yield out
+
+    def _died(self, w: int) -> "WorkerDied":
+        self.procs[w].join(1)
+        return WorkerDied(f"encoding worker {self.procs[w].pid} died (exit code {self.procs[w].exitcode}; killed "
+                            f"for memory?): run again with fewer workers (--workers)")
+
+    def close(self) -> None:
+        """Stop every worker now (idle or not) and wait for it: nothing is left running."""
+        for proc in self.procs:
+            if proc.exitcode is None:
+                proc.kill()
+        for proc in self.procs:
+            proc.join()
+        for conn in self.jobs + self.results:
+            conn.close()
+
+    def __enter__(self) -> "EncodePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,9 +305,8 @@ def encode_corpora(cfg: Config, tokenizer: Tokenizer, store: Store, *, workers: 
     try:
         if workers > 1:
             protos = tokenizer.to_dict()
-            pool = _pool_context().Pool(workers, _init_worker,
-                                        (protos["src_model"], None if tokenizer.joint else protos["tgt_model"]))
-            outs = _in_flight(pool, workers, jobs)
+            pool = EncodePool(workers, protos["src_model"], None if tokenizer.joint else protos["tgt_model"])
+            outs = pool.map(jobs)
         else:
             outs = (encode_chunk(chunk, o, tokenizer.encode_src, tokenizer.encode_tgt) for chunk, o in jobs)
         for out in outs:
@@ -233,7 +319,7 @@ def encode_corpora(cfg: Config, tokenizer: Tokenizer, store: Store, *, workers: 
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
+            pool.close()
     for c, corpus in enumerate(corpora):
         n, where = corpus.pop("blank")
         if n:
