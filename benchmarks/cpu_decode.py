@@ -13,10 +13,17 @@ backward, ...); the best round counts. Reported per engine: sentences/s, output 
 
 The same engines are also timed each in a process of its own (`--isolated-rounds`, default 3): per
 round and engine, in alternating order, a fresh process loads that engine alone, warms it up and
-translates the file once. Both protocols are kept because they disagree: once a CTranslate2
-translator has run in a process, torch's own CPU kernels in that process run slower (measured 20-40%
-for seqed's engines on an AMD EPYC), so the one-process rows understate seqed; the isolated rows are
-what a user who runs one engine gets. The targets are computed for both.
+translates the file once. The targets are computed for both protocols.
+
+Which OpenMP runtime CTranslate2 runs on depends on import order (`--openmp`). torch loads its libgomp
+into the global symbol scope, so when torch is imported first, CTranslate2's OpenMP calls bind to
+torch's libgomp instead of the copy CTranslate2 ships: both engines' threads then count against one
+runtime, which sees more threads than cores and cuts its spin-wait from ~300,000 iterations to 100
+(libgomp's "throttled" spin). torch's threads then sleep and wake between kernels (about 36,000
+voluntary context switches per 400 sentences instead of 5) and seqed's engines run 20-40% slower
+for as long as a CTranslate2 translator lives in the process. `--openmp own` (the default) imports
+ctranslate2 before torch, so each engine runs on its own runtime, as it does alone; `--openmp torch`
+keeps torch's order (what a process that imports seqed first, such as `seqed translate`, does).
 
 Also measured:
 * start-up: wall time of `seqed translate -c MODEL -i ONE_LINE_FILE` in a fresh process (best of
@@ -169,6 +176,16 @@ def settings(engine: str, args, ct2_dir: str, val_src: str, val_ref: str, refs: 
     return rows
 
 
+def openmp_order(order: str, *, ctranslate2: bool) -> str:
+    """Import ctranslate2 before torch for `--openmp own` (see the module docstring); says what happened."""
+    if order == "own" and ctranslate2:
+        if "torch" in sys.modules:  # e.g. main() called from a test: the order is already set
+            return "torch (torch was imported first)"
+        with contextlib.suppress(ImportError):
+            import ctranslate2  # noqa: F401
+    return order if ctranslate2 else "own"
+
+
 def worker(args) -> int:
     """One isolated timing (`--worker ENGINE`): load that engine alone in this process, warm it up,
     translate the test file once (batch `--batch-size`, the checkpoint's by default; seqed's optional
@@ -197,7 +214,7 @@ def run_worker(engine: str, args, ct2_dir: str, out: str, *, src: str, ref: str,
     argv = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--src", src, "--ref", ref,
             "--limit", str(args.limit), "--beam", str(args.beam), "--threads", str(args.threads),
             "--warmup", str(args.warmup), "--worker", engine, "--ct2-dir", ct2_dir, "--worker-out", out,
-            "--batch-size", str(batch_size)] + ([] if patience is None else ["--patience", str(patience)])
+            "--batch-size", str(batch_size), "--openmp", args.openmp] + ([] if patience is None else ["--patience", str(patience)])
     proc = subprocess.run(argv, capture_output=True, text=True, env=benchlib.thread_env(args.threads), timeout=3600)
     if proc.returncode != 0:
         raise BenchError(f"{engine} in its own process failed: {proc.stderr.strip()[-500:]}")
@@ -337,6 +354,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-settings", action="store_true", help="skip the batch size / patience measurements")
     p.add_argument("--isolated-rounds", type=int, default=3,
                    help="rounds of each engine timed in a fresh process of its own (0: skip; see above)")
+    p.add_argument("--openmp", default="own", choices=("own", "torch"),
+                   help="own (default): import ctranslate2 before torch, each engine on its own OpenMP runtime; "
+                        "torch: torch first, CTranslate2's OpenMP calls bind to torch's (see above)")
     p.add_argument("--worker", default=None, choices=ENGINES, help=argparse.SUPPRESS)  # one isolated timing
     p.add_argument("--ct2-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -344,6 +364,7 @@ def main(argv=None) -> int:
     p.add_argument("--patience", type=float, default=None, help=argparse.SUPPRESS)
     benchlib.add_output_args(p, SECTION)
     args = p.parse_args(argv)
+    openmp = openmp_order(args.openmp, ctranslate2=not args.worker or args.worker.startswith("ctranslate2"))
     if args.worker:
         return worker(args)
     try:
@@ -417,7 +438,7 @@ def main(argv=None) -> int:
                               "rounds": args.rounds, "isolated_rounds": args.isolated_rounds,
                               "warmup_sentences": args.warmup,
                               "load_seconds": round(load_seconds, 2), "cpu_flags": flags,
-                              "ctranslate2_version": ct2.__version__},
+                              "ctranslate2_version": ct2.__version__, "openmp": openmp},
                    "environment": benchlib.environment(args.threads), "engines": engines,
                    "targets": result_targets, "engines_isolated": engines_isolated,
                    "targets_isolated": targets(engines_isolated, flags, None) if engines_isolated else {},
