@@ -71,21 +71,18 @@ class MultiHeadAttention(nn.Module):
 
     Queries come from a (B, T, D) input; keys and values from a (B, S, kv_size) input (the same tensor
     for self-attention, the encoder memory for cross-attention, where kv_size may differ from D).
-    Split into `project_q` / `project_kv` / `project_qkv` / `attend` so that the decoder can cache keys
-    and values. `fuse` (inference) adds one Linear for the projections that share an input.
+    Split into `project_q` / `project_kv` / `attend` so that the decoder can cache keys and values.
 
     Args:
         d_model: query input and output width D.
         heads: number of heads h (divides D).
-        kv_size: key/value input width; given for cross-attention (even when equal to D), None for
-            self-attention (kv_size D).
+        kv_size: key/value input width (default D).
         dropout: dropout on the attention weights (training only).
     """
 
     def __init__(self, *, d_model: int, heads: int, kv_size: Optional[int] = None, dropout: float = 0.0):
         super().__init__()
         check_heads("MultiHeadAttention", d_model, heads)
-        self.cross = kv_size is not None  # for `fuse`: keys and values from another input than the queries
         kv_size = kv_size or d_model
         self.heads = heads
         self.d_head = d_model // heads
@@ -97,31 +94,6 @@ class MultiHeadAttention(nn.Module):
         for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
-        self.qkv_proj: Optional[nn.Linear] = None  # set by `fuse`
-        self.kv_proj: Optional[nn.Linear] = None
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        """For inference: one (3D, D) Linear for self-attention's queries, keys and values, or one
-        (2D, kv_size) for cross-attention's keys and values, copies of q_proj / k_proj / v_proj (which stay, as do the
-        checkpoint's keys). One matrix product instead of three per decoding step, and with int8
-        (`seqed.quantize`) one activation quantization instead of three: the outputs are the same
-        (int8: the same integers; fp32: up to rounding). Retraining after `fuse` would leave the copies stale:
-        `seqed.quantize` and `Translator` call it on a model copy of their own."""
-        if self.kv_proj is not None or self.qkv_proj is not None:
-            return
-
-        def joined(*linears: nn.Linear) -> nn.Linear:
-            out = nn.Linear(linears[0].in_features, sum(m.out_features for m in linears),
-                            device=linears[0].weight.device, dtype=linears[0].weight.dtype)
-            out.weight.copy_(torch.cat([m.weight for m in linears]))
-            out.bias.copy_(torch.cat([m.bias for m in linears]))
-            return out.requires_grad_(False)
-
-        if self.cross:
-            self.kv_proj = joined(self.k_proj, self.v_proj)
-        else:
-            self.qkv_proj = joined(self.q_proj, self.k_proj, self.v_proj)
 
     def _split(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -133,19 +105,7 @@ class MultiHeadAttention(nn.Module):
 
     def project_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
         """kv (B, S, kv_size) -> keys, values, each (B, h, S, dh)."""
-        if self.kv_proj is not None:
-            B, S, _ = kv.shape
-            k, v = self.kv_proj(kv).view(B, S, 2, self.heads, self.d_head).permute(2, 0, 3, 1, 4)  # (2, B, h, S, dh)
-            return k, v
         return self._split(self.k_proj(kv)), self._split(self.v_proj(kv))
-
-    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: x (B, T, D) -> queries, keys, values, each (B, h, T, dh)."""
-        if self.qkv_proj is not None:
-            B, T, _ = x.shape
-            q, k, v = self.qkv_proj(x).view(B, T, 3, self.heads, self.d_head).permute(2, 0, 3, 1, 4)  # (3, B, h, T, dh)
-            return q, k, v
-        return (self.project_q(x), *self.project_kv(x))
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, mask: Optional[Tensor] = None,
                is_causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
@@ -195,19 +155,8 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: Tensor, kv: Optional[Tensor] = None, *, mask: Optional[Tensor] = None,
                 is_causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         """x (B, T, D) attends over kv (B, S, kv_size) (default: x itself) -> (out (B, T, D), weights)."""
-        if kv is None:
-            q, k, v = self.project_qkv(x)
-        else:
-            q, (k, v) = self.project_q(x), self.project_kv(kv)
-        return self.attend(q, k, v, mask=mask, is_causal=is_causal, need_weights=need_weights)
-
-
-def fuse_attention(model: nn.Module) -> nn.Module:
-    """`MultiHeadAttention.fuse` on every attention of `model` (in place, for inference); returns `model`."""
-    for module in model.modules():
-        if isinstance(module, MultiHeadAttention):
-            module.fuse()
-    return model
+        k, v = self.project_kv(x if kv is None else kv)
+        return self.attend(self.project_q(x), k, v, mask=mask, is_causal=is_causal, need_weights=need_weights)
 
 
 class FeedForward(nn.Module):

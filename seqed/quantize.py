@@ -5,8 +5,6 @@ mode): every ``nn.Linear`` gets int8 weights, quantized once, per output channel
 quantizes its input activations to uint8 with a scale computed from that batch, multiplies in int8
 (fbgemm / oneDNN VNNI kernels) and returns fp32. Embeddings, layer norms, attention products and the
 softmax stay fp32. The tied output projection gets its own int8 copy; the embedding table stays fp32.
-Attention's projections that share an input are fused first (`seqed.layers.fuse_attention`: queries,
-keys and values of self-attention in one Linear), so each step quantizes that input once, not three times.
 
 The API: ``torch.ao.quantization.quantize_dynamic`` with ``per_channel_dynamic_qconfig``. It is
 what torch 2.13 itself provides for int8 weights with per-batch int8 activations on the CPU (the
@@ -19,12 +17,9 @@ The warnings are silenced here, since the user can do nothing about them.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 from torch import nn
-
-from seqed.layers import fuse_attention
 
 QUANTIZATIONS = ("int8",)
 
@@ -50,5 +45,4 @@ def quantize(model: nn.Module, quantization: str) -> nn.Module:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices (see the module docstring)
-        copied = fuse_attention(copy.deepcopy(model).eval())
-        return quantize_dynamic(copied, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+        return quantize_dynamic(model.eval(), {nn.Linear: per_channel_dynamic_qconfig}, inplace=False)

@@ -14,7 +14,6 @@ from torch.nn.utils.rnn import pad_sequence
 from seqed import precision as prec
 from seqed.alignment import attention_enabled, hard_alignment, reading_order
 from seqed.decoding import SearchSettings, TextOutput, parse_sampling
-from seqed.layers import fuse_attention
 from seqed.quantize import quantize
 from seqed.search import Hypothesis, decode
 from seqed.vocab import EOS_ID, PAD_ID
@@ -82,9 +81,8 @@ class Translator(TextOutput):
             if prec.DTYPES[precision] is not None:
                 # Autocast would cast every fp32 weight again at every op of every decoding step: cast a
                 # copy once (the caller's model stays as it is). Autocast still runs the ops it keeps in
-                # fp32 (layer norm, softmax) in fp32; search normalises scores in fp32. The copy's attention
-                # projections are fused (`seqed.layers.fuse_attention`); fp32 shares the caller's model.
-                model = fuse_attention(copy.deepcopy(model).to(prec.DTYPES[precision]))
+                # fp32 (layer norm, softmax) in fp32; search normalises scores in fp32.
+                model = copy.deepcopy(model).to(prec.DTYPES[precision])
             if quantization is not None:
                 model = quantize(model, quantization)
         self.model = model

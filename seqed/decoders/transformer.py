@@ -108,11 +108,12 @@ class DecoderLayer(nn.Module):
             (B, T, D) layer output; self-attention (keys, values) including x's, each (B, h, t+T, dh);
             (B, T, S) cross-attention weights averaged over heads, or None.
         """
-        q, k, v = self.self_attn.project_qkv(self.self_norm(x))  # (B, h, T, dh) each
+        h = self.self_norm(x)
+        k, v = self.self_attn.project_kv(h)  # (B, h, T, dh)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, h, t+T, dh)
             v = torch.cat([past[1], v], dim=2)  # (B, h, t+T, dh)
-        y, _ = self.self_attn.attend(q, k, v, is_causal=past is None)
+        y, _ = self.self_attn.attend(self.self_attn.project_q(h), k, v, is_causal=past is None)
         x = x + self.dropout(y)
         q = self.cross_attn.project_q(self.cross_norm(x))  # (B, h, T, dh)
         if group > 1:  # T == 1: the group's queries as one block per head, (B / group, h, group, dh)
