@@ -236,7 +236,8 @@ def test_state_index_select_reorders_rows():
     idx = torch.tensor([1, 0, 1])
     picked = state.index_select(idx)
     assert isinstance(picked, TransformerState) and picked.length == 3
-    assert picked.self_k[1].shape[0] == 3 and picked.cross_mask.shape == (3, 5)
+    assert picked.caches(1)[0].shape[0] == 3 and picked.cross_mask.shape == (3, 5)
+    assert picked.self_k[1] is state.self_k[1]  # no cache copied until the next step gathers the rows
     assert torch.equal(picked.attn, state.attn[idx])
     # Continuing from reordered state equals continuing and then reordering.
     a, _ = dec.step(tgt[idx, 3], mem.index_select(idx), picked)
@@ -244,6 +245,12 @@ def test_state_index_select_reorders_rows():
     assert torch.allclose(a, b[idx], atol=1e-6)
     full = dec(tgt[idx, :4], mem.index_select(idx)).logits[:, 3]
     assert torch.allclose(a, full, atol=1e-5)
+    # Two selections before a step compose into one gather.
+    again = torch.tensor([2, 2, 0, 1])
+    twice = picked.index_select(again)
+    assert torch.equal(twice.order, idx[again]) and torch.equal(twice.caches(0)[1], state.self_v[0][idx[again]])
+    c, _ = dec.step(tgt[idx[again], 3], mem.index_select(idx[again]), twice)
+    assert torch.allclose(c, b[idx[again]], atol=1e-6)
 
 
 def test_tie_output_shares_the_parameter():
