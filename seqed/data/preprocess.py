@@ -182,7 +182,7 @@ class EncodePool:
     `terminate()` can hang for good when it kills a worker that holds the lock mid-write, CPython gh-96995;
     an error in the middle of preprocessing hit that.) A worker that dies is an error, not a wait.
 
-    Use as a context manager; `map` keeps at most 2 jobs per process in flight (constant memory).
+    `map` keeps at most 2 jobs per process in flight (constant memory); `close` when done or failed.
     """
 
     def __init__(self, workers: int, src_proto: bytes, tgt_proto: Optional[bytes]):
@@ -240,12 +240,6 @@ class EncodePool:
             proc.join()
         for conn in self.jobs + self.results:
             conn.close()
-
-    def __enter__(self) -> "EncodePool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------------------------
