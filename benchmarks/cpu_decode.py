@@ -177,13 +177,14 @@ def settings(engine: str, args, ct2_dir: str, val_src: str, val_ref: str, refs: 
 
 
 def openmp_order(order: str, *, ctranslate2: bool) -> str:
-    """Import ctranslate2 before torch for `--openmp own` (see the module docstring); says what happened."""
+    """Import ctranslate2 before torch for `--openmp own` (see the module docstring) in a process that
+    runs it (`ctranslate2`); says which order the process has."""
     if order == "own" and ctranslate2:
         if "torch" in sys.modules:  # e.g. main() called from a test: the order is already set
             return "torch (torch was imported first)"
         with contextlib.suppress(ImportError):
             import ctranslate2  # noqa: F401
-    return order if ctranslate2 else "own"
+    return order
 
 
 def worker(args) -> int:
