@@ -129,6 +129,40 @@ class Sampler:
         return lprobs.gather(1, tokens).squeeze(1), tokens.squeeze(1)
 
 
+def block_topk(x: Tensor, k: int, block: int = 64) -> tuple[Tensor, Tensor]:
+    """The k largest values of each row of x and their columns, best first, like ``x.topk(k, dim=1)``.
+
+    Why: beam search takes the 2K best of K x V scores per sentence at every step, and torch's CPU
+    top-k copies each row into (value, index) pairs before selecting (1.5 ms for (64, 40000) on the
+    benchmark CPU). Here each row is cut into blocks of `block` columns; a value among the row's k
+    largest lies in a block whose maximum is among the k largest block maxima (else k blocks would
+    hold a larger value each), so one max-reduction over the row, then top-k over the block maxima
+    and over the k chosen blocks give the same values (0.3 ms; blocks of 16 were as slow as topk). Columns of tied values may differ
+    from ``topk``'s, which leaves ties unspecified too.
+
+    Args:
+        x: (A, M) float.
+        k: values per row, k <= M.
+        block: columns per block.
+
+    Returns:
+        ((A, k) values, (A, k) long columns).
+    """
+    A, M = x.shape
+    blocks = M // block
+    if blocks <= k:
+        return x.topk(k, dim=1)
+    heads = x[:, :blocks * block].view(A, blocks, block).amax(dim=2)  # (A, blocks)
+    chosen = heads.topk(k, dim=1).indices  # (A, k)
+    offsets = torch.arange(block, device=x.device)  # (block,)
+    cols = (chosen.unsqueeze(2) * block + offsets).view(A, k * block)  # (A, k*block)
+    if blocks * block < M:  # the columns after the last whole block are candidates too
+        tail = torch.arange(blocks * block, M, device=x.device).expand(A, -1)  # (A, M - blocks*block)
+        cols = torch.cat([cols, tail], dim=1)
+    values, pos = x.gather(1, cols).topk(k, dim=1)  # (A, k)
+    return values, cols.gather(1, pos)
+
+
 def max_lengths(src_lengths: Tensor, a: float, b: int, cap: int) -> Tensor:
     """Output length limits ``floor(a * |src| + b)``, clipped to [0, cap].
 
@@ -476,7 +510,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
             cand = lprobs.add_(scores.view(-1, 1)).view(n_sent, width * vocab)  # (A, W*V), in place
             if width * vocab < 2 * k:  # a vocabulary smaller than the beam (tests): pad with impossible PADs
                 cand = F.pad(cand, (0, 2 * k - width * vocab), value=-math.inf)  # (A, 2K)
-            top_scores, top_idx = cand.topk(2 * k, dim=1)  # (A, 2K)
+            top_scores, top_idx = block_topk(cand, 2 * k)  # (A, 2K)
             top_tok = torch.where(top_idx < width * vocab, top_idx % vocab, PAD_ID)  # (A, 2K)
             sent_rows = (torch.arange(n_sent, device=device) * width).unsqueeze(1)  # (A, 1) first row of each
             top_rows = (top_idx // vocab).clamp(max=width - 1) + sent_rows  # (A, 2K)

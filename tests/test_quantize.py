@@ -43,3 +43,36 @@ def test_translator_int8_translates_like_fp32(trained):  # noqa: F811
         Translator(model, Ids(), precision="bf16", quantization="int8")
     with pytest.raises(ValueError, match="must be one of int8"):
         Translator(model, Ids(), quantization="int4")
+
+
+@pytest.mark.skipif("onednn" not in torch.backends.quantized.supported_engines, reason="torch built without oneDNN")
+@pytest.mark.filterwarnings("ignore")  # torch.ao's deprecation notices
+def test_widening_layers_run_on_onednn_the_others_on_the_default_engine(trained):  # noqa: F811
+    """A packed weight keeps the kernels of the engine it was packed under (seqed.quantize's docstring)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    model, _ = trained
+    engine = torch.backends.quantized.engine
+    q = quantize(model, "int8")
+    assert torch.backends.quantized.engine == engine  # restored
+
+    def packed(linear, under):
+        torch.backends.quantized.engine = under
+        try:
+            return quantize_dynamic(nn.Sequential(linear), {nn.Linear: per_channel_dynamic_qconfig})
+        finally:
+            torch.backends.quantized.engine = engine
+
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        kinds = set()
+        for name in ("decoder.output", "decoder.layers.0.ffn.inner", "decoder.layers.0.ffn.outer",
+                     "decoder.layers.0.self_attn.q_proj"):
+            fp32, int8 = model.get_submodule(name), q.get_submodule(name)
+            wide = fp32.out_features > fp32.in_features
+            kinds.add(wide)
+            x = torch.randn(33, 1, fp32.in_features, generator=g) * 3
+            onednn, default = packed(fp32, "onednn")(x), packed(fp32, engine)(x)
+            assert not torch.equal(onednn, default)  # the engines round differently: the check can tell
+            assert torch.equal(int8(x), onednn if wide else default), name
+        assert kinds == {True, False}  # both kinds were checked

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from seqed.memory import Memory
-from seqed.search import LengthPenalty, beam_search, greedy_search, max_lengths
+from seqed.search import LengthPenalty, beam_search, block_topk, greedy_search, max_lengths
 from seqed.translator import Translator
 from seqed.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -503,3 +503,22 @@ def test_wide_beam_returns_the_exact_best_under_any_penalty(alpha):
         assert hyps[0][0] == tokens
         assert hyps[0][1] == pytest.approx(log_prob, abs=1e-5)
         assert hyps[0][2] == pytest.approx(score, abs=1e-5)
+
+
+@pytest.mark.parametrize("rows,cols,k,block", [(6, 40000, 10, 64), (3, 1000, 10, 64), (5, 333, 7, 8),
+                                               (2, 50, 10, 64), (4, 641, 10, 64), (3, 130, 2, 64)])
+def test_block_topk_is_topk(rows, cols, k, block):
+    g = torch.Generator().manual_seed(cols)
+    x = torch.randn(rows, cols, generator=g)
+    x[0, -1] = 100.0  # the best value in the columns after the last whole block
+    n = min(block, cols)
+    x[1, :n] = 50.0 + torch.arange(n) / n  # the k best together in one block
+    values, cols_ = block_topk(x, k, block)
+    expected = x.topk(k, dim=1)
+    assert torch.equal(values, expected.values) and torch.equal(cols_, expected.indices)
+    # ties (here -inf everywhere but one column): the same values, columns that hold them
+    y = torch.full((2, cols), -math.inf)
+    y[:, 3] = 1.0
+    values, cols_ = block_topk(y, k, block)
+    assert torch.equal(values, y.topk(k, dim=1).values)
+    assert torch.equal(y.gather(1, cols_), values) and (cols_[:, 0] == 3).all()
