@@ -15,15 +15,18 @@ The same engines are also timed each in a process of its own (`--isolated-rounds
 round and engine, in alternating order, a fresh process loads that engine alone, warms it up and
 translates the file once. The targets are computed for both protocols.
 
-Which OpenMP runtime CTranslate2 runs on depends on import order (`--openmp`). torch loads its libgomp
-into the global symbol scope, so when torch is imported first, CTranslate2's OpenMP calls bind to
-torch's libgomp instead of the copy CTranslate2 ships: both engines' threads then count against one
-runtime, which sees more threads than cores and cuts its spin-wait from ~300,000 iterations to 100
-(libgomp's "throttled" spin). torch's threads then sleep and wake between kernels (about 36,000
-voluntary context switches per 400 sentences instead of 5) and seqed's engines run 20-40% slower
-for as long as a CTranslate2 translator lives in the process. `--openmp own` (the default) imports
-ctranslate2 before torch, so each engine runs on its own runtime, as it does alone; `--openmp torch`
-keeps torch's order (what a process that imports seqed first, such as `seqed translate`, does).
+Whether CTranslate2 and torch share an OpenMP runtime in one process depends on what runs first
+(`--openmp`). Each ships its own libgomp, but once CTranslate2 has translated in a process where torch
+is already loaded, torch's OpenMP threads sleep and wake around its kernels for as long as that
+translator lives: 17,700 voluntary context switches per 3,000 (320, 256) x (256, 1024) products
+instead of 0, and seqed's engines run 20-40% slower (hand checks, not kept; the likely cause is that
+torch's runtime then counts CTranslate2's threads too, sees more threads than cores and cuts its
+spin-wait to libgomp's "throttled" 100 iterations). Importing ctranslate2 before torch is not enough
+(measured: the same 17,700 switches); a CTranslate2 translation that runs before torch is imported is
+(0 switches, also for translators created afterwards). `--openmp own` (the default) therefore exports
+the model in a child process and translates one token with CTranslate2 before this process imports
+torch, so each engine runs on its own runtime, as it does alone; `--openmp torch` skips that (what a
+process that imports seqed first, such as a Python program holding both engines, gets).
 
 Also measured:
 * start-up: wall time of `seqed translate -c MODEL -i ONE_LINE_FILE` in a fresh process (best of
@@ -177,14 +180,33 @@ def settings(engine: str, args, ct2_dir: str, val_src: str, val_ref: str, refs: 
 
 
 def openmp_order(order: str, *, ctranslate2: bool) -> str:
-    """Import ctranslate2 before torch for `--openmp own` (see the module docstring) in a process that
-    runs it (`ctranslate2`); says which order the process has."""
+    """Import ctranslate2 before torch for `--openmp own` in a process that runs it (`ctranslate2`); says
+    which order the process has (the main process then also needs `separate_runtimes`)."""
     if order == "own" and ctranslate2:
         if "torch" in sys.modules:  # e.g. main() called from a test: the order is already set
             return "torch (torch was imported first)"
         with contextlib.suppress(ImportError):
             import ctranslate2  # noqa: F401
     return order
+
+
+def separate_runtimes(model: str, ct2_dir: str, threads: int) -> bool:
+    """Before this process imports torch (see the module docstring): export `model` to `ct2_dir` in a child
+    process and translate one token with CTranslate2 here, so that its OpenMP threads stay on its own
+    runtime for the rest of the process. False (nothing done) without ctranslate2, whose absence
+    `require_ctranslate2` then reports."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return False
+    proc = subprocess.run([sys.executable, "-m", "seqed", "export", "--format", "ctranslate2", "-c", model,
+                           "-o", ct2_dir], capture_output=True, text=True, env=benchlib.thread_env(threads))
+    if proc.returncode != 0:
+        raise BenchError(f"seqed export failed: {proc.stderr.strip()[-500:]}")
+    warm = ctranslate2.Translator(ct2_dir, device="cpu", compute_type="int8", intra_threads=threads)
+    piece = json.loads(Path(ct2_dir, "shared_vocabulary.json").read_text(encoding="utf-8"))[4]
+    warm.translate_batch([[piece]], beam_size=1, max_decoding_length=1)
+    return True
 
 
 def worker(args) -> int:
@@ -356,8 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--isolated-rounds", type=int, default=3,
                    help="rounds of each engine timed in a fresh process of its own (0: skip; see above)")
     p.add_argument("--openmp", default="own", choices=("own", "torch"),
-                   help="own (default): import ctranslate2 before torch, each engine on its own OpenMP runtime; "
-                        "torch: torch first, CTranslate2's OpenMP calls bind to torch's (see above)")
+                   help="own (default): CTranslate2 translates once before torch is imported, each engine on its "
+                        "own OpenMP runtime; torch: without that step, torch's threads then sleep around its kernels "
+                        "(see above)")
     p.add_argument("--worker", default=None, choices=ENGINES, help=argparse.SUPPRESS)  # one isolated timing
     p.add_argument("--ct2-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -369,32 +392,34 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args)
     try:
-        from seqed.checkpoint import CheckpointError
-        from seqed.export import ExportError, export_ctranslate2, require_ctranslate2
-        from seqed.loading import load_model
-
         if args.threads < 1 or args.rounds < 1 or args.isolated_rounds < 0:
             raise BenchError(f"--threads and --rounds must be positive and --isolated-rounds >= 0, got {args.threads}, "
                              f"{args.rounds} and {args.isolated_rounds}")
-        benchlib.set_threads(args.threads)
-        ct2 = require_ctranslate2()
-        flags = cpu_flags()
-        names = list(args.engines or [e for e in ENGINES if e != "seqed_bf16" or native_bf16(flags)])
-        sentences, refs = benchlib.test_set(args)
-        start = time.perf_counter()
-        try:
-            loaded = load_model(args.model, device="cpu")
-        except CheckpointError as err:
-            raise BenchError(str(err)) from None
-        load_seconds = time.perf_counter() - start
-        s = loaded.config.search
         benchlib.WORK.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=benchlib.WORK, prefix="cpu_decode_") as work:
             ct2_dir = os.path.join(work, "ct2")
+            exported = openmp == "own" and separate_runtimes(args.model, ct2_dir, args.threads)
+            from seqed.checkpoint import CheckpointError
+            from seqed.export import ExportError, export_ctranslate2, require_ctranslate2
+            from seqed.loading import load_model
+
+            benchlib.set_threads(args.threads)
+            ct2 = require_ctranslate2()
+            flags = cpu_flags()
+            names = list(args.engines or [e for e in ENGINES if e != "seqed_bf16" or native_bf16(flags)])
+            sentences, refs = benchlib.test_set(args)
+            start = time.perf_counter()
             try:
-                export_ctranslate2(args.model, ct2_dir)
-            except ExportError as err:
+                loaded = load_model(args.model, device="cpu")
+            except CheckpointError as err:
                 raise BenchError(str(err)) from None
+            load_seconds = time.perf_counter() - start
+            s = loaded.config.search
+            if not exported:
+                try:
+                    export_ctranslate2(args.model, ct2_dir)
+                except ExportError as err:
+                    raise BenchError(str(err)) from None
             # First, while no engine has run in this process: each engine in a process of its own.
             engines_isolated = isolated(names, args, ct2_dir, refs, work) if args.isolated_rounds else {}
             common = dict(beam=args.beam, length_penalty=s.length_penalty, batch_size=s.batch_size,

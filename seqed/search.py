@@ -433,7 +433,7 @@ def beam_search(model, src: Tensor, *, beam_size: int = 5, nbest: int = 1, lengt
                 patience: Optional[float] = None) -> list[list[Hypothesis]]:
     """Batched beam search over B*K rows, fairseq-style (Ott et al. 2019, fairseq ``search.py``).
 
-    Each step scores all K*V continuations of a sentence's K beams in one top-k and keeps the best 2K
+    Each step scores all K*V continuations of a sentence's K beams in one top-k (`block_topk`) and keeps the best 2K
     candidates. The K beams start identical, so the first step runs one row per sentence (B rows, not
     B*K) and its 2K best tokens seed the beams. EOS candidates among the first K end a hypothesis (a
     lower-ranked EOS would not have made the beam); the K best other candidates stay live, so the beam

@@ -337,3 +337,31 @@ def test_cpu_decode_benchmark_runs_tiny(trained, tmp_path):
     assert all(isolated[e]["bleu"] == engines[e]["bleu"] for e in ("seqed_fp32", "ctranslate2_fp32"))  # same outputs
     assert "fp32_only" in result["targets_isolated"]
     assert "Each engine in a process of its own" in cpu_decode.table(result)
+
+
+def test_cpu_decode_runs_ctranslate2_before_torch_is_imported(trained, tmp_path):
+    """`--openmp own`: the export runs in a child process and CTranslate2 translates once before the
+    benchmark's process imports torch (what keeps torch's OpenMP threads from sleeping around every
+    kernel once a CTranslate2 translator has run; cpu_decode.py's docstring)."""
+    import subprocess
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    out = tmp_path / "ct2"
+    code = (f"import sys; sys.path.insert(0, {str(bench)!r}); import cpu_decode\n"
+            f"assert cpu_decode.separate_runtimes({str(trained[0])!r}, {str(out)!r}, 1)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "import ctranslate2\n"
+            f"print(ctranslate2.Translator({str(out)!r}).translate_batch([['a']], max_decoding_length=2)[0].hypotheses)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "model.bin").is_file() and proc.stdout.startswith("[[")
+    with pytest.raises(Exception, match="seqed export failed"):  # a broken checkpoint: the child's error
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(b"not a checkpoint")
+        sys.path.insert(0, str(bench))
+        try:
+            import cpu_decode
+        finally:
+            sys.path.remove(str(bench))
+        cpu_decode.separate_runtimes(str(bad), str(tmp_path / "bad_ct2"), 1)
