@@ -137,8 +137,8 @@ def block_topk(x: Tensor, k: int, block: int = 64) -> tuple[Tensor, Tensor]:
     benchmark CPU). Here each row is cut into blocks of `block` columns; a value among the row's k
     largest lies in a block whose maximum is among the k largest block maxima (else k blocks would
     hold a larger value each), so one max-reduction over the row, then top-k over the block maxima
-    and over the k chosen blocks give the same values (0.3 ms; blocks of 16 were as slow as topk). Columns of tied values may differ
-    from ``topk``'s, which leaves ties unspecified too.
+    and over the k chosen blocks give the same values (0.3 ms; blocks of 16 were as slow as topk).
+    Columns of tied values may differ from ``topk``'s, which leaves ties unspecified too.
 
     Args:
         x: (A, M) float.
