@@ -356,12 +356,8 @@ def test_cpu_decode_runs_ctranslate2_before_torch_is_imported(trained, tmp_path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "model.bin").is_file() and proc.stdout.startswith("[[")
+    cpu_decode = _benchmark("cpu_decode", trained, tmp_path)[0]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="seqed export failed"):  # a broken checkpoint: the child's error
-        bad = tmp_path / "bad.pt"
-        bad.write_bytes(b"not a checkpoint")
-        sys.path.insert(0, str(bench))
-        try:
-            import cpu_decode
-        finally:
-            sys.path.remove(str(bench))
         cpu_decode.separate_runtimes(str(bad), str(tmp_path / "bad_ct2"), 1)
